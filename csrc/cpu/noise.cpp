@@ -1,0 +1,120 @@
+// CPU loops of the noise family. Compiled once per ISA level (GENFAST_CPU_ISA
+// names the namespace); all math comes from csrc/include/genfast/noise.h, and
+// the loops are written so the compiler vectorises Philox and Box-Muller
+// together across W counters.
+#include "noise_kernels.h"
+
+#include <string.h>
+
+#include "genfast/convert.h"
+#include "genfast/noise.h"
+#include "philox_simd.h"
+
+#ifndef GENFAST_CPU_ISA
+#error "GENFAST_CPU_ISA must name the ISA level this file is compiled for"
+#endif
+
+namespace genfast::cpu::GENFAST_CPU_ISA {
+namespace {
+
+// Counters per block: 4 AVX-512 or 8 AVX2 registers per Philox word, enough
+// independent work to hide the multiply latency.
+constexpr int W = 64;
+
+// Every element goes through this same straight-line block, whatever its
+// position, so results never depend on where a block or thread starts.
+inline void normals_block(const uint32_t* quad, const uint32_t* sample, uint32_t stream,
+                          uint32_t k0, uint32_t k1, float* out) {
+  alignas(64) uint32_t c2[W], c3[W];
+  // u1 words (w0 | w2) and u2 words (w1 | w3): Box-Muller then runs over 2W pairs
+  alignas(64) uint32_t u1[2 * W], u2[2 * W];
+  alignas(64) float na[2 * W], nb[2 * W];
+  for (int l = 0; l < W; ++l) {
+    c2[l] = stream;
+    c3[l] = 0u;
+  }
+  philox_lanes<W>(quad, sample, c2, c3, k0, k1, u1, u2, u1 + W, u2 + W);
+  for (int l = 0; l < 2 * W; ++l) {
+    const SinCos n = box_muller(u1[l], u2[l]);
+    na[l] = n.c;
+    nb[l] = n.s;
+  }
+  for (int l = 0; l < W; ++l) {
+    out[4 * l + 0] = na[l];
+    out[4 * l + 1] = nb[l];
+    out[4 * l + 2] = na[W + l];
+    out[4 * l + 3] = nb[W + l];
+  }
+}
+
+inline void store(const float* src, void* dst, int64_t offset, int64_t count, int dtype) {
+  if (dtype == kFloat32) {
+    memcpy(static_cast<float*>(dst) + offset, src, sizeof(float) * count);
+  } else if (dtype == kFloat16) {
+    uint16_t* d = static_cast<uint16_t*>(dst) + offset;
+    for (int64_t i = 0; i < count; ++i) d[i] = f32_to_f16(src[i]);
+  } else {
+    uint16_t* d = static_cast<uint16_t*>(dst) + offset;
+    for (int64_t i = 0; i < count; ++i) d[i] = f32_to_bf16(src[i]);
+  }
+}
+
+}  // namespace
+
+void normal_fill(const NormalFillArgs& a, int64_t quad_begin, int64_t quad_end) {
+  alignas(64) uint32_t quad[W];
+  alignas(64) uint32_t sample[W];
+  alignas(64) float buf[4 * W];
+  const int64_t qpi = a.quads_per_item;
+  const int64_t numel = a.item_numel;
+  const bool whole_quads = numel % 4 == 0;
+  int64_t item = quad_begin / qpi;
+  int64_t q = quad_begin - item * qpi;
+  for (int64_t g = quad_begin; g < quad_end; g += W) {
+    const int n = quad_end - g < W ? static_cast<int>(quad_end - g) : W;
+    const int64_t pos = item * numel + 4 * q;  // first element this block writes
+    // Lanes past n get counters too (never stored): the block stays full-width.
+    int64_t it = item, qq = q;
+    for (int l = 0; l < W; ++l) {
+      quad[l] = static_cast<uint32_t>(qq);
+      sample[l] = a.sample_offset + static_cast<uint32_t>(it);
+      if (++qq == qpi) {
+        qq = 0;
+        ++it;
+      }
+      if (l + 1 == n) {
+        item = it;
+        q = qq;
+      }
+    }
+    normals_block(quad, sample, a.stream, a.k0, a.k1, buf);
+    int64_t count = 4 * n;
+    if (!whole_quads) {
+      // The last quad of each item is partial: squeeze out its unused values.
+      count = 0;
+      for (int l = 0; l < n; ++l) {
+        const int64_t ql = quad[l];
+        const int64_t c = (ql == qpi - 1) ? numel - 4 * ql : 4;
+        for (int64_t j = 0; j < c; ++j) buf[count + j] = buf[4 * l + j];
+        count += c;
+      }
+    }
+    store(buf, a.out, pos, count, a.dtype);
+  }
+}
+
+void philox(const uint32_t* counters, uint32_t* words, int64_t n, uint32_t k0, uint32_t k1) {
+  alignas(64) uint32_t c[4][W], w[4][W];
+  for (int64_t i0 = 0; i0 < n; i0 += W) {
+    const int m = n - i0 < W ? static_cast<int>(n - i0) : W;
+    for (int l = 0; l < W; ++l) {
+      for (int j = 0; j < 4; ++j) c[j][l] = l < m ? counters[4 * (i0 + l) + j] : 0u;
+    }
+    philox_lanes<W>(c[0], c[1], c[2], c[3], k0, k1, w[0], w[1], w[2], w[3]);
+    for (int l = 0; l < m; ++l) {
+      for (int j = 0; j < 4; ++j) words[4 * (i0 + l) + j] = w[j][l];
+    }
+  }
+}
+
+}  // namespace genfast::cpu::GENFAST_CPU_ISA
