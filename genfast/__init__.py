@@ -1,0 +1,17 @@
+"""genfast: fused PyTorch kernels for generative models.
+
+Public API only; see genfast/backend.py for backend selection and
+genfast/ops/ for the ops themselves.
+"""
+
+from ._version import __version__
+from .backend import (BACKENDS, BackendUnavailableError, get_backend, set_backend,
+                      use_backend)
+from ._extension import GenfastFallbackWarning
+from .info import info
+from .ops.noise import philox, randn
+
+__all__ = [
+    "__version__", "BACKENDS", "BackendUnavailableError", "GenfastFallbackWarning",
+    "get_backend", "set_backend", "use_backend", "info", "randn", "philox",
+]

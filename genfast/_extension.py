@@ -1,0 +1,103 @@
+"""Loading the compiled libraries (genfast/_C*.so, genfast/_C_cuda*.so).
+
+A library is loaded only when the torch it was built against is the torch that
+is running: a C++ extension built for another torch can fail with undefined
+symbols or, worse, load and corrupt memory. Anything short of a clean load
+leaves genfast on the reference backend with ONE warning that names both
+versions and says how to rebuild.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+REBUILD_HINT = "rebuild with: pip install --no-build-isolation -e ."
+
+
+class GenfastFallbackWarning(UserWarning):
+    """genfast runs on its pure-PyTorch reference because a library did not load."""
+
+
+@dataclass
+class Library:
+    name: str
+    loaded: bool = False
+    path: str | None = None
+    reason: str = ""
+    build: dict = field(default_factory=dict)
+
+
+def check_build_info(build: dict, running: str) -> str | None:
+    """Why a library built as ``build`` must not be loaded under torch ``running``."""
+    built = build.get("torch_version")
+    if built is None:
+        return "its build record names no torch version"
+    if built != running:
+        return f"it was built against torch {built} but torch {running} is running"
+    return None
+
+
+def _find(name: str) -> str | None:
+    hits = sorted(glob.glob(os.path.join(_HERE, f"{name}.*so"))) + sorted(
+        glob.glob(os.path.join(_HERE, f"{name}.*pyd")))
+    return hits[0] if hits else None
+
+
+def _load(name: str) -> Library:
+    lib = Library(name)
+    if os.environ.get("GENFAST_DISABLE_EXTENSION", "") not in ("", "0"):
+        lib.reason = "disabled by GENFAST_DISABLE_EXTENSION"
+        return lib
+    lib.path = _find(name)
+    if lib.path is None:
+        lib.reason = f"not built (no genfast/{name}*.so)"
+        return lib
+    info_path = os.path.join(_HERE, f"{name}.json")
+    try:
+        with open(info_path) as f:
+            lib.build = json.load(f)
+    except (OSError, ValueError) as e:
+        lib.reason = f"no readable build record {os.path.basename(info_path)} ({e})"
+        return lib
+    why = check_build_info(lib.build, torch.__version__)
+    if why is not None:
+        lib.reason = why
+        return lib
+    try:
+        torch.ops.load_library(lib.path)
+    except Exception as e:  # an OSError from dlopen, or a registration error
+        lib.reason = (f"failed to load {os.path.basename(lib.path)} (built against torch "
+                      f"{lib.build.get('torch_version')}, running torch {torch.__version__}): {e}")
+        return lib
+    lib.loaded = True
+    return lib
+
+
+def _load_all() -> tuple[Library, Library]:
+    cpu = _load("_C")
+    if cpu.loaded:
+        cuda = _load("_C_cuda")
+        if not cuda.loaded and cuda.reason.startswith("not built"):
+            why = ("torch has no CUDA" if torch.version.cuda is None
+                   else "nvcc was not found or GENFAST_CUDA=0 at build time")
+            cuda.reason = f"not built ({why})"
+    else:
+        cuda = Library("_C_cuda", reason="the CPU library _C did not load")
+        warnings.warn(
+            f"genfast: C++ extension not loaded: {cpu.reason}. Falling back to the pure-PyTorch "
+            f"reference backend (correct but slow); {REBUILD_HINT}",
+            GenfastFallbackWarning, stacklevel=3)
+    if cpu.loaded and cuda.path is not None and not cuda.loaded:
+        warnings.warn(f"genfast: CUDA library not loaded: {cuda.reason}; {REBUILD_HINT}",
+                      GenfastFallbackWarning, stacklevel=3)
+    return cpu, cuda
+
+
+CPU_LIB, CUDA_LIB = _load_all()

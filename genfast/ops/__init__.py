@@ -1,0 +1,1 @@
+"""Op dispatch: argument checks, backend resolution, fake kernels, autograd."""

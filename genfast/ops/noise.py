@@ -1,0 +1,107 @@
+"""The noise stream as ops: ``genfast.randn`` and the raw Philox words.
+
+Spec: shared/reference/noise-stream.md; reference: genfast/reference/noise.py;
+kernels: csrc/include/genfast/noise.h (math), csrc/cpu/noise.cpp,
+csrc/cuda/noise.cu, genfast/triton/noise.py.
+
+Registered ops (namespace ``genfast``):
+  noise_normal(Tensor(a!) out, int seed, int stream, int sample_offset) -> ()
+  noise_philox(Tensor counter, int seed) -> Tensor
+The seed travels as the int64 with the same bits as the uint64 seed.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .. import backend as _backend
+from .._checks import as_int64_bits, check_float_dtype, check_int, check_shape
+from .._extension import CPU_LIB
+from ..reference import noise as _ref
+
+U64, U32 = 1 << 64, 1 << 32
+
+if CPU_LIB.loaded:
+    @torch.library.register_fake("genfast::noise_normal")
+    def _noise_normal_fake(out, seed, stream, sample_offset):
+        return None
+
+    @torch.library.register_fake("genfast::noise_philox")
+    def _noise_philox_fake(counter, seed):
+        return torch.empty_like(counter)
+
+
+def _check_stream_args(seed, stream, sample_offset, items):
+    seed = check_int("seed", seed, 0, U64)
+    stream = check_int("stream", stream, 0, U32)
+    sample_offset = check_int("sample_offset", sample_offset, 0, U32)
+    if items > 0 and sample_offset + items > U32:
+        raise ValueError(f"sample_offset + batch size must be <= 2**32 (samples are 32-bit), "
+                         f"got sample_offset={sample_offset} with {items} items")
+    return seed, stream, sample_offset
+
+
+def randn(shape, *, seed: int, stream: int = 0, sample_offset: int = 0, dtype=None,
+          device=None, backend: str | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Standard normal noise from the genfast stream.
+
+    Element ``e`` (row-major within an item) of item ``b`` (index along the
+    leading dimension) is ``noise(seed, stream, sample_offset + b, e)``; a 0-d
+    or 1-d shape is a single item. So a batch of 8 equals 8 batches of 1 drawn
+    with sample offsets 0..7, on every backend, thread count and world size.
+
+    Args:
+        shape: output shape (sequence of ints, or an int).
+        seed: int in [0, 2**64).  stream: int in [0, 2**32), what the noise is
+        for (e.g. the sampler step).  sample_offset: int in [0, 2**32), the
+        sample index of item 0.
+        dtype: float32 (default), float16 or bfloat16; computed in float32.
+        device: where to allocate (default CPU); ignored when ``out`` is given.
+        backend: "auto", "reference", "cpu", "cuda" or "triton" (default: the
+            current one, see genfast.set_backend).
+        out: write into this tensor (its shape must be ``shape``); returned.
+    """
+    shape = check_shape("shape", shape)
+    if out is not None:
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"out must be a Tensor, got {type(out).__name__}")
+        if tuple(out.shape) != shape:
+            raise ValueError(f"out has shape {tuple(out.shape)} but shape is {shape}")
+        check_float_dtype("out.dtype", out.dtype)
+        if dtype is not None and dtype != out.dtype:
+            raise TypeError(f"dtype={dtype} does not match out.dtype={out.dtype}")
+    else:
+        dtype = check_float_dtype("dtype", torch.float32 if dtype is None else dtype)
+        out = torch.empty(shape, dtype=dtype, device=device)
+    items, numel = _ref.split_items(shape)
+    if numel > 4 * U32:
+        raise ValueError(f"shape {shape}: at most 2**34 elements per item (the element "
+                         f"counter is 32-bit and counts groups of 4), got {numel}")
+    seed, stream, sample_offset = _check_stream_args(seed, stream, sample_offset, items)
+    which = _backend.resolve(backend, out.device)
+    if which in ("cpu", "cuda"):
+        torch.ops.genfast.noise_normal(out, as_int64_bits(seed), stream, sample_offset)
+    elif which == "triton":
+        from ..triton import noise as _triton_noise
+        _triton_noise.noise_normal(out, seed, stream, sample_offset)
+    else:
+        out.copy_(_ref.randn(shape, seed, stream, sample_offset, out.dtype, out.device))
+    return out
+
+
+def philox(counter: torch.Tensor, seed: int, *, backend: str | None = None) -> torch.Tensor:
+    """Philox4x32-10 words (uint32 bits in int32) for an int32 counter tensor of
+    shape (..., 4) and a 64-bit key ``seed``: the raw generator, for tests and
+    for users who build their own noise."""
+    if not isinstance(counter, torch.Tensor) or counter.dtype != torch.int32:
+        raise TypeError("counter must be an int32 Tensor of shape (..., 4)")
+    if counter.dim() == 0 or counter.shape[-1] != 4:
+        raise ValueError(f"counter must have shape (..., 4), got {tuple(counter.shape)}")
+    seed = check_int("seed", seed, 0, U64)
+    which = _backend.resolve(backend, counter.device)
+    if which in ("cpu", "cuda"):
+        return torch.ops.genfast.noise_philox(counter, as_int64_bits(seed))
+    if which == "triton":
+        from ..triton import noise as _triton_noise
+        return _triton_noise.philox(counter, seed)
+    return _ref.philox(counter, seed)

@@ -1,0 +1,1 @@
+"""Pure-PyTorch reference implementations: the executable spec of every op."""
