@@ -1,0 +1,287 @@
+"""The genfast noise stream in Triton (spec: shared/reference/noise-stream.md).
+
+noise(seed, stream, sample, element) is built from three pieces:
+
+* Philox4x32-10 (Salmon, Moraes, Dror, Shaw, "Parallel random numbers: as easy
+  as 1, 2, 3", SC'11): counter (element // 4, sample, stream, 0), key
+  (seed & 0xffffffff, seed >> 32). Each round computes the 64-bit products
+  M0 * c0 and M1 * c2 (M0 = 0xD2511F53, M1 = 0xCD9E8D57) and maps
+      (c0, c1, c2, c3) -> (hi(M1 c2) ^ c1 ^ k0, lo(M1 c2), hi(M0 c0) ^ c3 ^ k1, lo(M0 c0)),
+  with the key bumped by (0x9E3779B9, 0xBB67AE85) between rounds.
+* Uniforms as Triton's ``uint_to_uniform_float``: i = int32(w), i < 0 -> ~i,
+  u = float32(i) * 4.6566127342e-10.
+* Box-Muller (Box & Muller, "A note on the generation of random normal
+  deviates", Ann. Math. Stat. 1958) on the word pairs (w0, w1) and (w2, w3):
+      r = sqrt(-2 ln max(1e-7, u1)),  (n_a, n_b) = r (cos 2 pi u2, sin 2 pi u2).
+
+We write our own Philox instead of calling ``tl.philox`` so that the
+known-answer tests exercise this code, and our own log / sincos so that the
+float operations are exactly those of csrc/include/genfast/noise.h: under the
+interpreter (numpy float32, no FMA) the normals are bit-identical to the C++
+CPU kernels, and on a GPU we ask Triton not to contract into FMAs, as the CUDA
+build does.
+
+Public entry points (used by genfast/ops/noise.py): ``noise_normal`` and
+``philox``, which call the registered ops ``genfast::noise_normal_triton`` and
+``genfast::noise_philox_triton``.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ..backend import triton_interpret
+from ..reference.noise import split_items
+
+_MASK32 = 0xFFFFFFFF
+_U64 = 1 << 64
+
+# Philox4x32 constants (Random123 / cuRAND / tl.philox).
+_PHILOX_M0 = tl.constexpr(0xD2511F53)
+_PHILOX_M1 = tl.constexpr(0xCD9E8D57)
+_PHILOX_W0 = tl.constexpr(0x9E3779B9)  # golden ratio
+_PHILOX_W1 = tl.constexpr(0xBB67AE85)  # sqrt(3) - 1
+
+
+@triton.jit
+def _philox4x32_10(c0, c1, c2, c3, k0, k1):
+    """Philox4x32-10 on uint32 blocks (Salmon et al., SC'11).
+
+    Per round: hi/lo halves of M0*c0 and M1*c2; the high halves are xored
+    with the other two words and the key. tl.umulhi gives the high word;
+    uint32 multiplication wraps, which is the low word.
+    """
+    for r in tl.static_range(10):
+        p0_hi = tl.umulhi(c0, _PHILOX_M0)
+        p1_hi = tl.umulhi(c2, _PHILOX_M1)
+        # sanitize_overflow=False: wrap-around is the point, not a bug to trap
+        # when the kernel is built with debug checks.
+        p0_lo = tl.mul(c0, _PHILOX_M0, sanitize_overflow=False)
+        p1_lo = tl.mul(c2, _PHILOX_M1, sanitize_overflow=False)
+        c0 = p1_hi ^ c1 ^ k0
+        c1 = p1_lo
+        c2 = p0_hi ^ c3 ^ k1
+        c3 = p0_lo
+        if r < 9:
+            k0 = tl.add(k0, _PHILOX_W0, sanitize_overflow=False)
+            k1 = tl.add(k1, _PHILOX_W1, sanitize_overflow=False)
+    return c0, c1, c2, c3
+
+
+@triton.jit
+def _uint_to_uniform(w):
+    """uint32 word -> float32 in [0, 1] (Triton's uint_to_uniform_float)."""
+    i = w.to(tl.int32, bitcast=True)
+    # Arithmetic shift: i ^ (i >> 31) == (i < 0 ? ~i : i) without a select.
+    i = i ^ (i >> 31)
+    return i.to(tl.float32) * 4.6566127342e-10
+
+
+@triton.jit
+def _log_pos(x):
+    """ln x for positive normal float32 x, as genfast::log_pos (noise.h).
+
+    x = m 2^e with m in [sqrt(1/2), sqrt(2)); ln x = e ln2 + ln(1 + f),
+    f = m - 1, Cephes logf polynomial; ln2 split in two so e*ln2 is exact.
+    """
+    b = x.to(tl.uint32, bitcast=True)
+    e = (b >> 23).to(tl.int32) - 126
+    m = ((b & 0x007FFFFF) | 0x3F000000).to(tl.float32, bitcast=True)
+    low = m < 0.707106781186547524
+    e = tl.where(low, e - 1, e)
+    # Both branches are exact; the select keeps the kernel branch-free.
+    f = tl.where(low, (m + m) - 1.0, m - 1.0)
+    z = f * f
+    p = 7.0376836292e-2 * f - 1.1514610310e-1
+    p = p * f + 1.1676998740e-1
+    p = p * f - 1.2420140846e-1
+    p = p * f + 1.4249322787e-1
+    p = p * f - 1.6668057665e-1
+    p = p * f + 2.0000714765e-1
+    p = p * f - 2.4999993993e-1
+    p = p * f + 3.3333331174e-1
+    ef = e.to(tl.float32)
+    # Same association as the C++ ((p * f) * z) so the rounding is the same.
+    y = p * f * z
+    y = y + ef * -2.12194440e-4
+    y = y - 0.5 * z
+    r = f + y
+    r = r + ef * 0.693359375
+    return r
+
+
+@triton.jit
+def _round_small(v):
+    # 1.5 * 2^23 pushes the fraction bits out of the mantissa: round to nearest
+    # even for |v| < 2^22 with no libm call (and no FMA to spoil it).
+    return (v + 12582912.0) - 12582912.0
+
+
+@triton.jit
+def _sincos_2pi(u):
+    """(sin 2 pi u, cos 2 pi u) for u in [0, 1], as genfast::sincos_2pi.
+
+    Reduction in turns is exact (x = u - round(u), x - q/4 lose no bits); only
+    the final multiply by 2 pi rounds. Cephes sinf/cosf on [-pi/4, pi/4], then
+    the quadrant q swaps and signs the pair.
+    """
+    x = u - _round_small(u)
+    qf = _round_small(4.0 * x)
+    a = (x - 0.25 * qf) * 6.28318530717958648
+    z = a * a
+    ps = -1.9515295891e-4 * z + 8.3321608736e-3
+    ps = ps * z - 1.6666654611e-1
+    s = a + a * z * ps
+    pc = 2.443315711809948e-5 * z - 1.388731625493765e-3
+    pc = pc * z + 4.166664568298827e-2
+    c = (1.0 - 0.5 * z) + z * z * pc
+    # Two's complement of a negative quadrant keeps q & 3 the right quadrant.
+    q = qf.to(tl.int32).to(tl.uint32, bitcast=True)
+    swap = (q & 1) != 0
+    sin_sign = (q & 2) << 30
+    cos_sign = (tl.add(q, 1, sanitize_overflow=False) & 2) << 30
+    sn = (tl.where(swap, c, s).to(tl.uint32, bitcast=True) ^ sin_sign).to(tl.float32, bitcast=True)
+    cs = (tl.where(swap, s, c).to(tl.uint32, bitcast=True) ^ cos_sign).to(tl.float32, bitcast=True)
+    return sn, cs
+
+
+@triton.jit
+def _box_muller(w1, w2):
+    """(n_a, n_b) = r (cos th, sin th), r = sqrt(-2 ln max(1e-7, u1)), th = 2 pi u2."""
+    u1 = _uint_to_uniform(w1)
+    u1 = tl.where(u1 < 1e-7, 1e-7, u1)
+    # sqrt_rn: IEEE-rounded, like the C++ kernels (tl.sqrt may be approximate).
+    r = tl.sqrt_rn(-2.0 * _log_pos(u1))
+    sn, cs = _sincos_2pi(_uint_to_uniform(w2))
+    return r * cs, r * sn
+
+
+# The key words, stream and sample offset change from call to call (e.g. one
+# stream per sampler step): do not specialise on their values, or every new
+# value divisible by 16 (or equal to 1) could compile another kernel.
+@triton.jit(do_not_specialize=["k0", "k1", "stream", "sample_offset"])
+def _noise_normal_kernel(out_ptr, total_quads, quads_per_item, item_numel,
+                         k0, k1, stream, sample_offset, BLOCK: tl.constexpr):
+    """Write normals for the quads g in [pid*BLOCK, (pid+1)*BLOCK).
+
+    Quad g is (item, q) = (g // quads_per_item, g % quads_per_item); its four
+    normals are elements 4q..4q+3 of that item, stored at
+    item * item_numel + 4q + j when 4q + j < item_numel.
+    """
+    # int64 offsets: items * item_numel may exceed 2**31.
+    g = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
+    live = g < total_quads
+    item = g // quads_per_item
+    q = g - item * quads_per_item
+    # Scalar args arrive as i32 or u32 depending on their value; pin uint32.
+    key0 = k0.to(tl.uint32)
+    key1 = k1.to(tl.uint32)
+    zero = tl.zeros([BLOCK], dtype=tl.uint32)
+    c0 = q.to(tl.uint32)
+    # sample_offset + items <= 2**32 is checked by the caller, so no wrap.
+    c1 = sample_offset.to(tl.uint32) + item.to(tl.uint32)
+    c2 = zero + stream.to(tl.uint32)
+    w0, w1, w2, w3 = _philox4x32_10(c0, c1, c2, zero, key0, key1)
+    na, nb = _box_muller(w0, w1)
+    nc, nd = _box_muller(w2, w3)
+    # [BLOCK, 2, 2] indexed [., k, l] = element 2k + l; reshape gives [BLOCK, 4]
+    # in element order, so each program stores contiguous runs of 4.
+    vals = tl.reshape(tl.join(tl.join(na, nc), tl.join(nb, nd)), [BLOCK, 4])
+    j = tl.arange(0, 4).to(tl.int64)
+    elem = (4 * q)[:, None] + j[None, :]
+    offs = (item * item_numel)[:, None] + elem
+    mask = live[:, None] & (elem < item_numel)
+    tl.store(out_ptr + offs, vals.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit(do_not_specialize=["k0", "k1"])
+def _philox_kernel(counter_ptr, out_ptr, n, k0, k1, BLOCK: tl.constexpr):
+    """Raw Philox words for n counters (int32 (n, 4) in, int32 (n, 4) out)."""
+    i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
+    live = i < n
+    src = counter_ptr + 4 * i
+    c0 = tl.load(src + 0, mask=live, other=0).to(tl.uint32, bitcast=True)
+    c1 = tl.load(src + 1, mask=live, other=0).to(tl.uint32, bitcast=True)
+    c2 = tl.load(src + 2, mask=live, other=0).to(tl.uint32, bitcast=True)
+    c3 = tl.load(src + 3, mask=live, other=0).to(tl.uint32, bitcast=True)
+    w0, w1, w2, w3 = _philox4x32_10(c0, c1, c2, c3, k0.to(tl.uint32), k1.to(tl.uint32))
+    dst = out_ptr + 4 * i
+    tl.store(dst + 0, w0.to(tl.int32, bitcast=True), mask=live)
+    tl.store(dst + 1, w1.to(tl.int32, bitcast=True), mask=live)
+    tl.store(dst + 2, w2.to(tl.int32, bitcast=True), mask=live)
+    tl.store(dst + 3, w3.to(tl.int32, bitcast=True), mask=live)
+
+
+def _block(n: int, gpu_block: int) -> int:
+    # The interpreter runs one program at a time in numpy: fewer, larger
+    # programs are much faster there. On a GPU a fixed block keeps one compiled
+    # kernel per dtype.
+    if triton_interpret():
+        return max(16, min(4096, triton.next_power_of_2(max(n, 1))))
+    return gpu_block
+
+
+def _key_words(seed: int) -> tuple[int, int]:
+    """int64 seed bits (the schema's int) -> the two uint32 key words."""
+    seed &= _U64 - 1
+    return seed & _MASK32, seed >> 32
+
+
+@torch.library.triton_op("genfast::noise_normal_triton", mutates_args={"out"},
+                         schema="(Tensor(a!) out, int seed, int stream, int sample_offset) -> ()")
+def _noise_normal_op(out: torch.Tensor, seed: int, stream: int, sample_offset: int) -> None:
+    items, item_numel = split_items(out.shape)
+    quads_per_item = (item_numel + 3) // 4
+    total_quads = items * quads_per_item
+    if total_quads == 0:
+        return
+    # Element order is logical (row-major), whatever out's strides are.
+    dst = out if out.is_contiguous() else torch.empty(out.shape, dtype=out.dtype, device=out.device)
+    k0, k1 = _key_words(seed)
+    block = _block(total_quads, 256)
+    grid = (triton.cdiv(total_quads, block),)
+    torch.library.wrap_triton(_noise_normal_kernel)[grid](
+        dst, total_quads, quads_per_item, item_numel, k0, k1, stream, sample_offset,
+        BLOCK=block, num_warps=4,
+        # Match the CUDA build (no FMA contraction): bit-identical normals.
+        enable_fp_fusion=False)
+    if dst is not out:
+        out.copy_(dst)
+
+
+@torch.library.triton_op("genfast::noise_philox_triton", mutates_args=(),
+                         schema="(Tensor counter, int seed) -> Tensor")
+def _noise_philox_op(counter: torch.Tensor, seed: int) -> torch.Tensor:
+    src = counter.contiguous()
+    out = torch.empty_like(src)
+    n = src.numel() // 4
+    if n == 0:
+        return out
+    k0, k1 = _key_words(seed)
+    block = _block(n, 256)
+    grid = (triton.cdiv(n, block),)
+    # Integer-only kernel: the flag changes nothing but silences Triton 3.9's
+    # warning about the fp-fusion default.
+    torch.library.wrap_triton(_philox_kernel)[grid](src, out, n, k0, k1, BLOCK=block, num_warps=4,
+                                                    enable_fp_fusion=False)
+    return out
+
+
+def noise_normal(out: torch.Tensor, seed: int, stream: int, sample_offset: int) -> None:
+    """Fill ``out`` with noise(seed, stream, sample_offset + b, e) for item b
+    (leading dim; a 0-d or 1-d tensor is one item) and element e (row-major).
+
+    ``seed`` in [0, 2**64); it travels to the op as the int64 with the same bits.
+    Computed in float32, rounded to out.dtype on store.
+    """
+    seed_bits = seed - _U64 if seed >= 1 << 63 else seed
+    torch.ops.genfast.noise_normal_triton(out, seed_bits, stream, sample_offset)
+
+
+def philox(counter: torch.Tensor, seed: int) -> torch.Tensor:
+    """Philox4x32-10 words (uint32 bits in int32) for an int32 counter tensor of
+    shape (..., 4) and the 64-bit key ``seed`` in [0, 2**64)."""
+    seed_bits = seed - _U64 if seed >= 1 << 63 else seed
+    return torch.ops.genfast.noise_philox_triton(counter, seed_bits)
