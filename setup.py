@@ -11,6 +11,7 @@ Install without build isolation so the build sees the torch you run
   pip install --no-build-isolation -e .
 """
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -31,13 +32,13 @@ class CMakeExtension(Extension):
 class CMakeBuild(build_ext):
     def build_extension(self, ext):
         try:
-            import torch  # noqa: F401
+            import torch
         except ImportError:
             sys.exit("genfast: install torch first, then build with --no-build-isolation "
                      "(pip install --no-build-isolation -e .)")
         out_dir = Path(self.get_ext_fullpath(ext.name)).parent.resolve()
         self._genfast_out_dir = out_dir
-        build_dir = Path(self.build_temp).resolve() / "cmake"
+        build_dir = self._build_dir(torch.__version__)
         build_dir.mkdir(parents=True, exist_ok=True)
         debug = os.environ.get("GENFAST_DEBUG", "0") not in ("", "0")
         args = [
@@ -57,6 +58,13 @@ class CMakeBuild(build_ext):
         subprocess.check_call(args)
         jobs = os.environ.get("MAX_JOBS") or str(os.cpu_count() or 1)
         subprocess.check_call(["cmake", "--build", str(build_dir), "-j", jobs])
+
+    @staticmethod
+    def _build_dir(torch_version):
+        # A persistent build tree per (interpreter, torch): rebuilding after an
+        # edit, or re-running the install, recompiles only what changed.
+        key = hashlib.sha1(f"{sys.executable}|{torch_version}".encode()).hexdigest()[:10]
+        return ROOT / "build" / f"cmake-{key}"
 
     def copy_extensions_to_source(self):
         # Editable installs: the default copies only genfast/_C*.so; the build
