@@ -166,6 +166,15 @@ def test_low_precision_is_rounded_float32(backend, dtype):
 
 
 @needs_cpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision_rounding_at_scale(dtype):
+    # A million values include fp16 subnormals (|n| < 2**-14) and ties.
+    f32 = genfast.randn((1 << 20,), seed=11, backend="cpu")
+    assert (f32.abs() < 2**-14).any()
+    assert torch.equal(genfast.randn((1 << 20,), seed=11, dtype=dtype, backend="cpu"), f32.to(dtype))
+
+
+@needs_cpu
 def test_out_reuses_buffer_without_allocating():
     out = torch.empty(2, 1000)
     ptr = out.data_ptr()

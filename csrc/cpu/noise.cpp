@@ -68,6 +68,7 @@ void normal_fill(const NormalFillArgs& a, int64_t quad_begin, int64_t quad_end) 
   const int64_t qpi = a.quads_per_item;
   const int64_t numel = a.item_numel;
   const bool whole_quads = numel % 4 == 0;
+  const bool direct = whole_quads && a.dtype == kFloat32;
   int64_t item = quad_begin / qpi;
   int64_t q = quad_begin - item * qpi;
   for (int64_t g = quad_begin; g < quad_end; g += W) {
@@ -86,6 +87,10 @@ void normal_fill(const NormalFillArgs& a, int64_t quad_begin, int64_t quad_end) 
         item = it;
         q = qq;
       }
+    }
+    if (direct && n == W) {  // the common case: straight into the output
+      normals_block(quad, sample, a.stream, a.k0, a.k1, static_cast<float*>(a.out) + pos);
+      continue;
     }
     normals_block(quad, sample, a.stream, a.k0, a.k1, buf);
     int64_t count = 4 * n;

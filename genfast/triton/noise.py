@@ -32,6 +32,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .._checks import as_int64_bits
 from ..backend import triton_interpret
 from ..reference.noise import split_items
 
@@ -276,12 +277,10 @@ def noise_normal(out: torch.Tensor, seed: int, stream: int, sample_offset: int) 
     ``seed`` in [0, 2**64); it travels to the op as the int64 with the same bits.
     Computed in float32, rounded to out.dtype on store.
     """
-    seed_bits = seed - _U64 if seed >= 1 << 63 else seed
-    torch.ops.genfast.noise_normal_triton(out, seed_bits, stream, sample_offset)
+    torch.ops.genfast.noise_normal_triton(out, as_int64_bits(seed), stream, sample_offset)
 
 
 def philox(counter: torch.Tensor, seed: int) -> torch.Tensor:
     """Philox4x32-10 words (uint32 bits in int32) for an int32 counter tensor of
     shape (..., 4) and the 64-bit key ``seed`` in [0, 2**64)."""
-    seed_bits = seed - _U64 if seed >= 1 << 63 else seed
-    return torch.ops.genfast.noise_philox_triton(counter, seed_bits)
+    return torch.ops.genfast.noise_philox_triton(counter, as_int64_bits(seed))
