@@ -1,0 +1,162 @@
+"""`genfast bench`: run the benchmark suites, print a table, optionally write JSON.
+
+Columns: median time per call; spread = (p80 - p20) / 2 relative to the
+median; ratio = median / the genfast median of the same op, size and mode
+(above 1: slower than genfast); floor = the fraction of the memory-traffic
+floor reached, (bytes moved / copy bandwidth) / median, for bandwidth-bound
+ops (100% would be an op as fast as copying its bytes: ``x.clone()`` for
+allocating modes, ``y.copy_(x)`` for out= modes). See runner.py for the
+timing method.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+from dataclasses import asdict
+
+import torch
+
+from . import SUITES
+from .runner import FULL, QUICK, Progress, Report, Settings, run_cases, size_label
+
+
+def _sizes(text: str) -> list[int]:
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    out = []
+    for part in text.split(","):
+        part = part.strip().upper()
+        out.append(int(part[:-1]) * units[part[-1]] if part[-1:] in units else int(part))
+    return out
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = __doc__
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.add_argument("--suite", action="append", choices=sorted(SUITES), metavar="NAME",
+                   help=f"suite to run (repeatable; default all: {', '.join(sorted(SUITES))})")
+    p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--full", action="store_true",
+                   help="longer, larger run with more providers (default: quick, < 3 min)")
+    p.add_argument("--threads", type=int, metavar="N", help="torch.set_num_threads(N) first")
+    p.add_argument("--json", metavar="PATH", help="also write every row and the setup to PATH")
+    # For tests and quick looks: element counts (e.g. 4096,1M) instead of the suites' own.
+    p.add_argument("--sizes", type=_sizes, help=argparse.SUPPRESS)
+
+
+def environment(device: torch.device) -> dict:
+    """What the numbers depend on: device, versions, threads, genfast backend."""
+    from .. import __version__
+    from .. import backend as _backend
+
+    used = _backend.resolve(None, device)
+    why = ""
+    if used == "reference":  # say why no compiled backend ran
+        avail = _backend.availability()
+        names = ("cpu",) if device.type == "cpu" else ("cuda", "triton")
+        why = "; ".join(f"{n}: {avail[n][1]}" for n in names if not avail[n][0])
+    return {
+        "device": str(device),
+        "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda"
+                        else platform.machine()),
+        "torch_version": torch.__version__,
+        "genfast_version": __version__,
+        "threads": torch.get_num_threads(),
+        "backend": used,
+        "backend_note": why,
+    }
+
+
+def _fmt_time(ms: float) -> str:
+    """Three significant digits in s, ms or us."""
+    v, unit = (ms / 1e3, "s") if ms >= 1e3 else (ms, "ms") if ms >= 1 else (ms * 1e3, "us")
+    return f"{v:.{2 if v < 10 else 1 if v < 100 else 0}f} {unit}"
+
+
+def _fmt_ratio(r: float | None) -> str:
+    if r is None:
+        return "-"
+    return f"{r:.2f}x" if r < 10 else f"{r:.1f}x" if r < 100 else f"{r:.0f}x"
+
+
+def _fmt_fraction(f: float | None) -> str:
+    if f is None:
+        return "-"
+    return f"{f * 100:.0f}%" if f >= 0.1 else f"{f * 100:.1f}%" if f >= 0.001 else f"{f * 100:.2f}%"
+
+
+def format_table(rows) -> str:
+    """Rows (Row objects or their dicts) as an aligned text table."""
+    rows = [r if isinstance(r, dict) else asdict(r) for r in rows]
+    head = ("op", "size", "mode", "provider", "median", "spread", "ratio", "floor")
+    lines = []
+    for r in rows:
+        cells = [r["op"], r["size"], r["mode"], r["provider"]]
+        if r["median_ms"] is None:
+            cells.append(f"skipped: {r.get('skipped') or 'no result'}")
+        else:
+            spread = (r["p80_ms"] - r["p20_ms"]) / 2 / r["median_ms"] if r["median_ms"] else 0.0
+            cells += [_fmt_time(r["median_ms"]), f"±{spread * 100:.0f}%",
+                      _fmt_ratio(r["ratio"]), _fmt_fraction(r["floor_fraction"])]
+        lines.append(cells)
+    widths = [max([len(head[i])] + [len(c[i]) for c in lines if len(c) > i and len(c) == 8])
+              for i in range(len(head))]
+    right = {4, 5, 6, 7}  # numbers align right
+
+    def fmt(cells):
+        out = [c.rjust(widths[i]) if i in right and len(cells) == 8 else c.ljust(widths[i])
+               for i, c in enumerate(cells)]
+        return "  ".join(out).rstrip()
+    return "\n".join([fmt(list(head)), *(fmt(c) for c in lines)])
+
+
+def format_report(report: Report, env: dict, mode: str) -> str:
+    bw = "; ".join(f"{size_label(n)} {g:.1f} GB/s clone, {report.copy_gbps['copy_'][n]:.1f} "
+                   f"GB/s copy_" for n, g in report.copy_gbps["clone"].items())
+    backend = env["backend"] + (f" ({env['backend_note']})" if env["backend_note"] else "")
+    return "\n".join([
+        f"genfast bench ({mode}) on {env['device']} ({env['device_name']}): torch "
+        f"{env['torch_version']}, genfast {env['genfast_version']}, {env['threads']} threads",
+        f"genfast backend: {backend}",
+        f"copy bandwidth (float32, read + write): {bw or 'not measured'}",
+        "",
+        format_table(report.rows),
+        "",
+        "ratio = median / genfast median (same op, size, mode); "
+        "spread = (p80 - p20) / 2 / median;",
+        "floor = (bytes moved / copy bandwidth) / median, copy = x.clone() for alloc, "
+        "y.copy_(x) for out=",
+    ])
+
+
+def run(args: argparse.Namespace, settings: Settings | None = None) -> int:
+    """Runs the chosen suites; returns the exit code."""
+    if args.threads is not None:
+        if args.threads < 1:
+            print(f"genfast bench: --threads must be >= 1, got {args.threads}")
+            return 2
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print(f"genfast bench: device {device} requested but torch sees no GPU")
+        return 2
+    settings = settings or (FULL if args.full else QUICK)
+    suites = args.suite or list(SUITES)
+    cases = [c for name in dict.fromkeys(suites)
+             for c in SUITES[name](device, full=args.full, sizes=args.sizes)]
+    steps = sum(len(c.providers) for c in cases)
+    steps += len({c.numel for c in cases if c.bytes_moved is not None})  # copy bandwidth
+    report = run_cases(cases, device, settings, Progress(steps))
+    env = environment(device)
+    mode = "full" if args.full else "quick"
+    print(format_report(report, env, mode))
+    if args.json:
+        doc = {"meta": {**env, "mode": mode, "suites": suites},
+               "copy_bandwidth": [{"size": size_label(n), "numel": n, "clone_gbps": g,
+                                   "copy__gbps": report.copy_gbps["copy_"][n]}
+                                  for n, g in report.copy_gbps["clone"].items()],
+               "rows": [{**asdict(r), **env} for r in report.rows]}
+        with open(args.json, "w") as f:
+            json.dump(doc, f, indent=1)
+    return 0

@@ -1,0 +1,92 @@
+"""Noise suite: ``genfast.randn`` against ``torch.randn`` (float32, shape (n,)).
+
+Modes: "alloc" (each call returns a fresh tensor; on the CPU, allocations above
+the mmap threshold pay page faults every call) and "out=" (each call writes an
+existing buffer, so only the generator is measured).
+
+Providers: "genfast" (the default backend, whatever resolves on the device),
+"torch.randn", "genfast[reference]" (backend="reference", the pure-PyTorch
+spec; slow, so quick runs time it only up to 1M elements and a few times) and,
+in full runs, "torch.compile(reference)" (the reference compiled by inductor at
+a fixed shape; compile time is excluded).
+
+Bytes moved: numel * 4 (randn reads nothing and writes its output once); the
+floor of "alloc" is set by ``x.clone()``, that of "out=" by ``y.copy_(x)``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+import genfast
+from ..reference import noise as _ref
+from .runner import Case, Provider
+
+SEED = 0x5EED
+QUICK_SIZES = (1 << 20, 16 << 20)
+FULL_SIZES = (1 << 16, 1 << 20, 16 << 20, 64 << 20)
+MODES = ("alloc", "out=")
+REFERENCE_QUICK_MAX = 1 << 20  # quick runs skip the reference above this
+REFERENCE_QUICK_REPS = 5
+
+
+def _genfast(n, device, mode, backend=None):
+    def make():
+        if mode == "alloc":
+            return lambda: genfast.randn(n, seed=SEED, device=device, backend=backend)
+        buf = torch.empty(n, dtype=torch.float32, device=device)
+        return lambda: genfast.randn(n, seed=SEED, out=buf, backend=backend)
+    return make
+
+
+def _torch(n, device, mode):
+    def make():
+        if mode == "alloc":
+            return lambda: torch.randn(n, device=device)
+        buf = torch.empty(n, dtype=torch.float32, device=device)
+        return lambda: torch.randn(n, out=buf)
+    return make
+
+
+def _compiled_reference(n, device, mode):
+    def make():
+        import torch._inductor.config as inductor_config
+
+        if mode == "alloc":
+            def f():
+                return _ref.randn((n,), SEED, device=device)
+            args = ()
+        else:
+            def f(out):
+                return out.copy_(_ref.randn((n,), SEED, device=device))
+            args = (torch.empty(n, dtype=torch.float32, device=device),)
+        compiled = torch.compile(f, dynamic=False, fullgraph=True)
+        # With inductor's default realize_opcount_threshold, lowering the
+        # unrealized Philox DAG takes time exponential in its depth (over 10
+        # minutes at torch 2.13, for any n); realizing intermediates earlier
+        # makes it compile in seconds. The first call compiles, untimed.
+        with inductor_config.patch(realize_opcount_threshold=4):
+            compiled(*args)
+        return lambda: compiled(*args)
+    return make
+
+
+def cases(device: torch.device, full: bool = False, sizes=None) -> list[Case]:
+    """The noise cases for ``device``: QUICK_SIZES or FULL_SIZES unless ``sizes``."""
+    device = torch.device(device)
+    sizes = tuple(sizes) if sizes else (FULL_SIZES if full else QUICK_SIZES)
+    out = []
+    for n in sizes:
+        for mode in MODES:
+            providers = [Provider("genfast", _genfast(n, device, mode)),
+                         Provider("torch.randn", _torch(n, device, mode))]
+            if full or n <= REFERENCE_QUICK_MAX:
+                providers.append(Provider("genfast[reference]",
+                                          _genfast(n, device, mode, backend="reference"),
+                                          max_reps=None if full else REFERENCE_QUICK_REPS))
+            if full:
+                providers.append(Provider("torch.compile(reference)",
+                                          _compiled_reference(n, device, mode)))
+            out.append(Case("noise", "randn", n, mode, providers, bytes_moved=n * 4,
+                            floor_copy="clone" if mode == "alloc" else "copy_"))
+    return out
