@@ -10,6 +10,7 @@ never tensor values, so it is free under torch.compile and CUDA graphs.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import os
 
@@ -39,8 +40,10 @@ def _triton_status() -> tuple[bool, str]:
     return False, "no GPU (set TRITON_INTERPRET=1 before importing triton to run it on the CPU)"
 
 
+@functools.cache
 def availability() -> dict[str, tuple[bool, str]]:
-    """backend -> (usable, why not)."""
+    """backend -> (usable, why not). Computed once: it looks up modules and
+    devices, which would cost tens of microseconds on every op call."""
     triton_ok, triton_why = _triton_status()
     if not CUDA_LIB.loaded:
         cuda = (False, CUDA_LIB.reason)
