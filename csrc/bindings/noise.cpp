@@ -49,13 +49,7 @@ void noise_normal_cpu(at::Tensor out, int64_t seed, int64_t stream, int64_t samp
   dtype_code(out.scalar_type());
   const NoiseLayout l = noise_layout(out, seed, stream, sample_offset);
   if (out.numel() == 0) return;
-  if (out.is_contiguous()) {
-    fill_contiguous(out, l);
-  } else {  // elements are numbered in logical row-major order, whatever the strides
-    at::Tensor tmp = at::empty(out.sizes(), out.options());
-    fill_contiguous(tmp, l);
-    out.copy_(tmp);
-  }
+  fill_in_logical_order(out, [&](at::Tensor& t) { fill_contiguous(t, l); });
 }
 
 at::Tensor noise_philox_cpu(const at::Tensor& counter, int64_t seed) {

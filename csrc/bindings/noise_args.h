@@ -48,6 +48,19 @@ inline NoiseLayout noise_layout(const at::Tensor& out, int64_t seed, int64_t str
   return l;
 }
 
+// Elements are numbered in logical row-major order whatever out's strides:
+// a non-contiguous out is filled through a contiguous temporary.
+template <typename Fill>
+void fill_in_logical_order(at::Tensor& out, const Fill& fill) {
+  if (out.is_contiguous()) {
+    fill(out);
+    return;
+  }
+  at::Tensor tmp = at::empty(out.sizes(), out.options());
+  fill(tmp);
+  out.copy_(tmp);
+}
+
 inline void check_counter(const at::Tensor& counter) {
   TORCH_CHECK(counter.scalar_type() == at::kInt,
               "genfast noise_philox: counter must be int32, got ", counter.scalar_type());

@@ -24,13 +24,7 @@ void noise_normal_cuda(at::Tensor out, int64_t seed, int64_t stream, int64_t sam
   const NoiseLayout l = noise_layout(out, seed, stream, sample_offset);
   if (out.numel() == 0) return;
   const c10::cuda::CUDAGuard guard(out.device());
-  if (out.is_contiguous()) {
-    fill_contiguous(out, l);
-  } else {
-    at::Tensor tmp = at::empty(out.sizes(), out.options());
-    fill_contiguous(tmp, l);
-    out.copy_(tmp);
-  }
+  fill_in_logical_order(out, [&](at::Tensor& t) { fill_contiguous(t, l); });
 }
 
 at::Tensor noise_philox_cuda(const at::Tensor& counter, int64_t seed) {
