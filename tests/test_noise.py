@@ -302,3 +302,53 @@ def test_torch_compile_out_variant():
     buf = torch.empty(3, 8)
     got = torch.compile(fill, fullgraph=True)(buf)
     torch.testing.assert_close(got, 2 * genfast.randn((3, 8), seed=1, backend="cpu"))
+
+
+# ------------------------------------------------------------------ GPU only
+needs_cuda = pytest.mark.skipif("cuda" not in BACKENDS, reason="needs a GPU and the CUDA build")
+
+
+@needs_cuda
+def test_cuda_bit_identical_to_cpu():
+    # Same header math, no FMA contraction on either side: the same bits.
+    if "cpu" not in BACKENDS:
+        pytest.skip("cpu backend not built")
+    for shape in [(3, 4099), (7,), (2, 3, 5)]:
+        for dtype in (torch.float32, torch.float16, torch.bfloat16):
+            gpu = genfast.randn(shape, seed=99, stream=4, dtype=dtype, backend="cuda", device="cuda")
+            cpu = genfast.randn(shape, seed=99, stream=4, dtype=dtype, backend="cpu")
+            assert torch.equal(gpu.cpu(), cpu), (shape, dtype)
+
+
+@needs_cuda
+@pytest.mark.parametrize("shape", [(3, 5), (7,), (0, 2)], ids=str)
+def test_opcheck_cuda(shape):
+    torch.library.opcheck(torch.ops.genfast.noise_normal.default,
+                          (torch.empty(shape, device="cuda"), 12345, 4, 9))
+    c = torch.randint(-(2**31), 2**31, (5, 4), dtype=torch.int32, device="cuda")
+    torch.library.opcheck(torch.ops.genfast.noise_philox.default, (c, -5))
+
+
+@needs_cuda
+def test_cuda_graph_capture_and_replay():
+    buf = torch.empty(4, 1000, device="cuda")
+    genfast.randn(buf.shape, seed=3, stream=1, out=buf, backend="cuda")  # warm up
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        genfast.randn(buf.shape, seed=3, stream=1, out=buf, backend="cuda")
+    buf.zero_()
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(buf, genfast.randn((4, 1000), seed=3, stream=1, backend="cuda", device="cuda"))
+
+
+@needs_cuda
+def test_torch_compile_cuda():
+    def step(x, stream: int):
+        return x + genfast.randn(x.shape, seed=7, stream=stream, device=x.device, backend="cuda")
+
+    x = torch.randn(8, 77, device="cuda")
+    compiled = torch.compile(step, fullgraph=True)
+    for s in (0, 1, 2):
+        torch.testing.assert_close(compiled(x, s), step(x, s), rtol=0, atol=0)
