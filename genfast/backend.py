@@ -71,7 +71,8 @@ def _require(name: str) -> None:
 
 
 def set_backend(name: str) -> None:
-    """Make ``name`` the default backend for every genfast op."""
+    """Make ``name`` the default backend for every genfast op (process-wide,
+    shared by all threads: it is read at trace time by torch.compile)."""
     global _current
     _check_name(name)
     if name != "auto":
@@ -85,7 +86,8 @@ def get_backend() -> str:
 
 @contextlib.contextmanager
 def use_backend(name: str):
-    """Run the body with ``name`` as the default backend."""
+    """Run the body with ``name`` as the default backend (process-wide, like
+    `set_backend`; restored on exit, also on error)."""
     global _current
     previous = _current
     set_backend(name)

@@ -65,6 +65,7 @@ def environment(device: torch.device) -> dict:
         "threads": torch.get_num_threads(),
         "backend": used,
         "backend_note": why,
+        "cpu_isa": torch.ops.genfast._cpu_isa("") if used == "cpu" else None,
     }
 
 
@@ -115,6 +116,8 @@ def format_report(report: Report, env: dict, mode: str) -> str:
     bw = "; ".join(f"{size_label(n)} {g:.1f} GB/s clone, {report.copy_gbps['copy_'][n]:.1f} "
                    f"GB/s copy_" for n, g in report.copy_gbps["clone"].items())
     backend = env["backend"] + (f" ({env['backend_note']})" if env["backend_note"] else "")
+    if env.get("cpu_isa"):
+        backend += f", SIMD {env['cpu_isa']}"
     return "\n".join([
         f"genfast bench ({mode}) on {env['device']} ({env['device_name']}): torch "
         f"{env['torch_version']}, genfast {env['genfast_version']}, {env['threads']} threads",
