@@ -10,26 +10,19 @@
 namespace genfast::bindings {
 namespace {
 
-using NormalFillFn = void (*)(const cpu::NormalFillArgs&, int64_t, int64_t);
-using PhiloxFn = void (*)(const uint32_t*, uint32_t*, int64_t, uint32_t, uint32_t);
+struct NoiseKernels {
+  void (*normal_fill)(const cpu::NormalFillArgs&, int64_t, int64_t);
+  void (*philox)(const uint32_t*, uint32_t*, int64_t, uint32_t, uint32_t);
+};
 
-NormalFillFn normal_fill_kernel() {
+// The kernels of the active ISA level (csrc/cpu/isa.h).
+NoiseKernels kernels() {
   switch (cpu::active_isa()) {
 #if defined(GENFAST_HAVE_X86_ISAS)
-    case cpu::Isa::kAvx512: return cpu::avx512::normal_fill;
-    case cpu::Isa::kAvx2: return cpu::avx2::normal_fill;
+    case cpu::Isa::kAvx512: return {cpu::avx512::normal_fill, cpu::avx512::philox};
+    case cpu::Isa::kAvx2: return {cpu::avx2::normal_fill, cpu::avx2::philox};
 #endif
-    default: return cpu::baseline::normal_fill;
-  }
-}
-
-PhiloxFn philox_kernel() {
-  switch (cpu::active_isa()) {
-#if defined(GENFAST_HAVE_X86_ISAS)
-    case cpu::Isa::kAvx512: return cpu::avx512::philox;
-    case cpu::Isa::kAvx2: return cpu::avx2::philox;
-#endif
-    default: return cpu::baseline::philox;
+    default: return {cpu::baseline::normal_fill, cpu::baseline::philox};
   }
 }
 
@@ -39,7 +32,7 @@ constexpr int64_t kQuadGrain = 4096;
 void fill_contiguous(at::Tensor& out, const NoiseLayout& l) {
   cpu::NormalFillArgs args{out.data_ptr(), dtype_code(out.scalar_type()), l.item_numel,
                            l.quads_per_item, l.k0, l.k1, l.stream, l.sample_offset};
-  const NormalFillFn fill = normal_fill_kernel();
+  const auto fill = kernels().normal_fill;
   at::parallel_for(0, l.items * l.quads_per_item, kQuadGrain,
                    [&](int64_t begin, int64_t end) { fill(args, begin, end); });
 }
@@ -59,7 +52,7 @@ at::Tensor noise_philox_cpu(const at::Tensor& counter, int64_t seed) {
   at::Tensor words = at::empty_like(c);
   const int64_t n = c.numel() / 4;
   const uint64_t s = static_cast<uint64_t>(seed);
-  const PhiloxFn philox = philox_kernel();
+  const auto philox = kernels().philox;
   const auto* src = reinterpret_cast<const uint32_t*>(c.data_ptr<int32_t>());
   auto* dst = reinterpret_cast<uint32_t*>(words.data_ptr<int32_t>());
   at::parallel_for(0, n, kQuadGrain, [&](int64_t begin, int64_t end) {
