@@ -352,3 +352,22 @@ def test_torch_compile_cuda():
     compiled = torch.compile(step, fullgraph=True)
     for s in (0, 1, 2):
         torch.testing.assert_close(compiled(x, s), step(x, s), rtol=0, atol=0)
+
+
+def test_opcheck_noise_normal_reference():
+    torch.library.opcheck(torch.ops.genfast.noise_normal_reference.default,
+                          (torch.empty(3, 5), -7, 4, 9))
+
+
+def test_torch_compile_reference_backend():
+    """The reference is an opaque op under compile: it compiles in seconds and
+    gives the eager numbers."""
+    def step(x, stream: int):
+        return x + genfast.randn(x.shape, seed=2**64 - 3, stream=stream, backend="reference")
+
+    x = torch.randn(3, 20)
+    compiled = torch.compile(step, fullgraph=True)
+    for s in (0, 1):
+        torch.testing.assert_close(compiled(x, s), step(x, s), rtol=0, atol=0)
+    want = x + ref.randn((3, 20), 2**64 - 3, 1)
+    torch.testing.assert_close(step(x, 1), want, rtol=0, atol=0)

@@ -5,8 +5,10 @@ kernels: csrc/include/genfast/noise.h (math), csrc/cpu/noise.cpp,
 csrc/cuda/noise.cu, genfast/triton/noise.py.
 
 Registered ops (namespace ``genfast``):
-  noise_normal(Tensor(a!) out, int seed, int stream, int sample_offset) -> ()
-  noise_philox(Tensor counter, int seed) -> Tensor
+  noise_normal(Tensor(a!) out, SymInt seed, SymInt stream, SymInt sample_offset) -> ()
+  noise_philox(Tensor counter, SymInt seed) -> Tensor
+  noise_normal_reference(...)  the reference as an op, so torch.compile treats it
+                               as opaque (see below); Triton's are in genfast/triton.
 The seed travels as the int64 with the same bits as the uint64 seed.
 """
 
@@ -29,6 +31,20 @@ if CPU_LIB.loaded:
     @torch.library.register_fake("genfast::noise_philox")
     def _noise_philox_fake(counter, seed):
         return torch.empty_like(counter)
+
+
+@torch.library.custom_op("genfast::noise_normal_reference", mutates_args={"out"})
+def _noise_normal_reference(out: torch.Tensor, seed: int, stream: int, sample_offset: int) -> None:
+    # An op rather than inline PyTorch: inductor fed the reference's ten rounds
+    # of int64 Philox arithmetic took over ten minutes to compile (torch 2.13),
+    # so `backend="reference"` inside torch.compile would look like a hang.
+    out.copy_(_ref.randn(tuple(out.shape), seed % U64, stream, sample_offset, out.dtype,
+                         out.device))
+
+
+@_noise_normal_reference.register_fake
+def _(out, seed, stream, sample_offset):
+    return None
 
 
 def _check_stream_args(seed, stream, sample_offset, items):
@@ -85,7 +101,7 @@ def randn(shape, *, seed: int, stream: int = 0, sample_offset: int = 0, dtype=No
         from ..triton import noise as _triton_noise
         _triton_noise.noise_normal(out, seed, stream, sample_offset)
     else:
-        out.copy_(_ref.randn(shape, seed, stream, sample_offset, out.dtype, out.device))
+        torch.ops.genfast.noise_normal_reference(out, as_int64_bits(seed), stream, sample_offset)
     return out
 
 
