@@ -1,7 +1,7 @@
 // CPU loops of the noise family. Compiled once per ISA level (GENFAST_CPU_ISA
-// names the namespace); all math comes from csrc/include/genfast/noise.h, and
-// the loops are written so the compiler vectorises Philox and Box-Muller
-// together across W counters.
+// names the namespace); all math comes from csrc/include/genfast/noise.h.
+// Philox runs W counters at a time through philox_simd.h, and the Box-Muller
+// loop over the 2W word pairs is written so the compiler vectorises it.
 #include "noise_kernels.h"
 
 #include <string.h>
