@@ -32,6 +32,12 @@ def philox4x32_10_int(counter, key):
     return c0, c1, c2, c3
 
 
+def key_words(seed: int) -> tuple[int, int]:
+    """Philox key (k0, k1) = (seed & 0xffffffff, seed >> 32) of a 64-bit seed,
+    given as the uint64 or as the int64 with the same bits."""
+    return seed & MASK32, (seed >> 32) & MASK32
+
+
 def _mulhilo(a: torch.Tensor, m: int):
     """(hi, lo) 32-bit halves of a * m, for int64 tensors holding uint32 values.
 
@@ -61,7 +67,7 @@ def philox(counter: torch.Tensor, seed: int) -> torch.Tensor:
     Words are uint32 bit patterns stored in int32, as the kernels return them.
     """
     c = counter.to(torch.int64) & MASK32
-    words = philox4x32_10(c[..., 0], c[..., 1], c[..., 2], c[..., 3], seed & MASK32, seed >> 32)
+    words = philox4x32_10(c[..., 0], c[..., 1], c[..., 2], c[..., 3], *key_words(seed))
     w = torch.stack(words, dim=-1)
     return torch.where(w >= 2**31, w - 2**32, w).to(torch.int32)
 
@@ -103,7 +109,7 @@ def randn(shape, seed: int, stream: int = 0, sample_offset: int = 0,
     q = torch.arange(quads, dtype=torch.int64, device=dev).view(1, quads)
     s = (sample_offset + torch.arange(items, dtype=torch.int64, device=dev)).view(items, 1)
     zero = torch.zeros((), dtype=torch.int64, device=dev)
-    w0, w1, w2, w3 = philox4x32_10(q, s, zero + stream, zero, seed & MASK32, seed >> 32)
+    w0, w1, w2, w3 = philox4x32_10(q, s, zero + stream, zero, *key_words(seed))
     shp = (items, quads)
     na, nb = box_muller(uint_to_uniform(w0.expand(shp)), uint_to_uniform(w1.expand(shp)))
     nc, nd = box_muller(uint_to_uniform(w2.expand(shp)), uint_to_uniform(w3.expand(shp)))

@@ -34,10 +34,8 @@ import triton.language as tl
 
 from .._checks import as_int64_bits
 from ..backend import triton_interpret
-from ..reference.noise import split_items
+from ..reference.noise import key_words, split_items
 
-_MASK32 = 0xFFFFFFFF
-_U64 = 1 << 64
 
 # Philox4x32 constants (Random123 / cuRAND / tl.philox).
 _PHILOX_M0 = tl.constexpr(0xD2511F53)
@@ -224,12 +222,6 @@ def _block(n: int, gpu_block: int) -> int:
     return gpu_block
 
 
-def _key_words(seed: int) -> tuple[int, int]:
-    """int64 seed bits (the schema's int) -> the two uint32 key words."""
-    seed &= _U64 - 1
-    return seed & _MASK32, seed >> 32
-
-
 @torch.library.triton_op("genfast::noise_normal_triton", mutates_args={"out"},
                          schema="(Tensor(a!) out, int seed, int stream, int sample_offset) -> ()")
 def _noise_normal_op(out: torch.Tensor, seed: int, stream: int, sample_offset: int) -> None:
@@ -240,7 +232,7 @@ def _noise_normal_op(out: torch.Tensor, seed: int, stream: int, sample_offset: i
         return
     # Element order is logical (row-major), whatever out's strides are.
     dst = out if out.is_contiguous() else torch.empty(out.shape, dtype=out.dtype, device=out.device)
-    k0, k1 = _key_words(seed)
+    k0, k1 = key_words(seed)
     block = _block(total_quads, 256)
     grid = (triton.cdiv(total_quads, block),)
     torch.library.wrap_triton(_noise_normal_kernel)[grid](
@@ -260,7 +252,7 @@ def _noise_philox_op(counter: torch.Tensor, seed: int) -> torch.Tensor:
     n = src.numel() // 4
     if n == 0:
         return out
-    k0, k1 = _key_words(seed)
+    k0, k1 = key_words(seed)
     block = _block(n, 256)
     grid = (triton.cdiv(n, block),)
     # Integer-only kernel: the flag changes nothing but silences Triton 3.9's
