@@ -1,8 +1,18 @@
 // The genfast operator library: every schema, plus build/CPU introspection.
 // Kernels register beside their op family (noise.cpp, noise_cuda.cpp, ...).
+//
+// Ops that write into an argument (`Tensor(a!)`) are declared with
+// `def_inplace`, which also gives them autograd's in-place handling (below):
+// every later op with out= or in-place semantics goes through it.
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <c10/core/GradMode.h>
+#include <c10/core/InferenceMode.h>
+#include <c10/util/SmallVector.h>
+#include <torch/csrc/autograd/variable.h>
 #include <torch/library.h>
 
 #include <string>
+#include <vector>
 
 #include "cpu/isa.h"
 
@@ -34,14 +44,116 @@ std::string cpu_isa(std::string request) {
 
 std::string build_torch_version() { return GENFAST_TORCH_VERSION; }
 
+// Names of the ops declared with def_inplace, in declaration order. Filled by
+// the TORCH_LIBRARY block below before the IMPL blocks after it run (static
+// initialisers of one file run in order).
+std::vector<std::string>& inplace_ops() {
+  static std::vector<std::string> names;
+  return names;
+}
+
+// Declares an op whose schema writes into an argument. Kernels registered
+// only for CPU / CUDA would write behind autograd's back: the version counter
+// would not move, so a buffer saved for backward could be refilled and
+// backward() would silently return a wrong gradient, and inference tensors
+// could be written outside inference mode. See the IMPL blocks below.
+void def_inplace(torch::Library& m, const char* schema) {
+  const std::string s(schema);
+  inplace_ops().push_back(s.substr(0, s.find('(')));
+  m.def(schema);
+}
+
 }  // namespace
 
 TORCH_LIBRARY(genfast, m) {
   // noise: shared/reference/noise-stream.md
   // SymInt: a sampler's step index can be the stream without a recompile per step.
-  m.def("noise_normal(Tensor(a!) out, SymInt seed, SymInt stream, SymInt sample_offset) -> ()");
+  def_inplace(m, "noise_normal(Tensor(a!) out, SymInt seed, SymInt stream, SymInt sample_offset) -> ()");
   m.def("noise_philox(Tensor counter, SymInt seed) -> Tensor");
   // introspection
   m.def("_cpu_isa(str request) -> str", &cpu_isa);
   m.def("_build_torch_version() -> str", &build_torch_version);
+}
+
+// In-place semantics for every def_inplace op, as ATen's own out= ops have
+// them. (torch's autogradNotImplemented*Fallback kernels only look at returned
+// aliases, and ours return nothing so that torch.compile can functionalize
+// them.)
+namespace {
+
+template <typename Fn>
+void for_each_tensor_arg(const c10::OperatorHandle& op, const torch::jit::Stack* stack,
+                         bool written_only, const Fn& fn) {
+  const auto& args = op.schema().arguments();
+  const size_t start = stack->size() - args.size();
+  for (size_t i = 0; i < args.size(); ++i) {
+    const auto* alias = args[i].alias_info();
+    const bool written = alias != nullptr && alias->isWrite();
+    if (written_only && !written) continue;
+    const c10::IValue& v = (*stack)[start + i];
+    if (v.isTensor()) {
+      fn(args[i].name(), v.toTensor(), written);
+    } else if (v.isTensorList()) {
+      for (const at::Tensor& t : v.toTensorVector()) fn(args[i].name(), t, written);
+    }
+  }
+}
+
+// ADInplaceOrView's part: refuse to write an inference tensor outside
+// inference mode (before the kernel runs, so nothing is written), run the
+// kernel, then bump the version counter of every written tensor, so that a
+// tensor autograd saved for backward and refilled since is detected.
+void write_and_bump(const c10::OperatorHandle& op, c10::DispatchKeySet ks,
+                    torch::jit::Stack* stack) {
+  c10::SmallVector<at::Tensor, 2> written;
+  for_each_tensor_arg(op, stack, true, [&](const std::string& name, const at::Tensor& t, bool) {
+    if (!t.defined()) return;
+    TORCH_CHECK(!t.is_inference() || c10::InferenceMode::is_enabled(), op.schema().name(),
+                ": argument '", name, "' is an inference tensor and cannot be written outside "
+                "torch.inference_mode() (clone it first)");
+    written.push_back(t);
+  });
+  {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    op.redispatchBoxed(ks & c10::after_ADInplaceOrView_keyset, stack);
+  }
+  for (const at::Tensor& t : written) torch::autograd::impl::bump_version(t);
+}
+
+void inplace_or_view_kernel(const c10::OperatorHandle& op, c10::DispatchKeySet ks,
+                            torch::jit::Stack* stack) {
+  write_and_bump(op, ks, stack);
+}
+
+// Autograd: these ops have no derivative, and a written tensor that requires
+// grad would lose its history; refuse, as torch.randn(out=...) does. Under
+// torch.no_grad() nothing is recorded, so anything goes. It then does the
+// ADInplaceOrView part itself: one dispatcher hop less on every call (the
+// ADInplaceOrView kernel still runs where Autograd is skipped).
+void autograd_kernel(const c10::OperatorHandle& op, c10::DispatchKeySet ks,
+                     torch::jit::Stack* stack) {
+  if (c10::GradMode::is_enabled()) {
+    for_each_tensor_arg(op, stack, false, [&](const std::string& name, const at::Tensor& t,
+                                              bool written) {
+      TORCH_CHECK(!t.defined() || !t.requires_grad(), op.schema().name(), ": argument '", name,
+                  "' requires grad, but this op ", written ? "writes into it and " : "",
+                  "does not support autograd; pass a tensor that does not require grad "
+                  "(e.g. .detach()) or call it under torch.no_grad()");
+    });
+  }
+  write_and_bump(op, ks, stack);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(genfast, ADInplaceOrView, m) {
+  for (const auto& name : inplace_ops()) {
+    m.impl(name.c_str(), torch::CppFunction::makeFromBoxedFunction<&inplace_or_view_kernel>());
+  }
+}
+
+TORCH_LIBRARY_IMPL(genfast, Autograd, m) {
+  for (const auto& name : inplace_ops()) {
+    m.impl(name.c_str(), torch::CppFunction::makeFromBoxedFunction<&autograd_kernel>());
+  }
 }

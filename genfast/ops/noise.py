@@ -17,20 +17,29 @@ from __future__ import annotations
 import torch
 
 from .. import backend as _backend
-from .._checks import as_int64_bits, check_float_dtype, check_int, check_shape
+from .._checks import (FLOAT_DTYPES, as_int64_bits, check_int, check_out, check_shape,
+                       new_output)
+from .._inplace import register_inplace
 from .._extension import CPU_LIB
 from ..reference import noise as _ref
 
-U64, U32 = 1 << 64, 1 << 32
+U64, U32, I64_MAX = 1 << 64, 1 << 32, 1 << 63
+_SHAPE_TYPES = (tuple, torch.Size)
 
 if CPU_LIB.loaded:
+    # The overload itself, looked up once: calling it skips the packet's
+    # overload resolution on every call.
+    _NOISE_NORMAL = torch.ops.genfast.noise_normal.default
+
     @torch.library.register_fake("genfast::noise_normal")
     def _noise_normal_fake(out, seed, stream, sample_offset):
         return None
 
     @torch.library.register_fake("genfast::noise_philox")
     def _noise_philox_fake(counter, seed):
-        return torch.empty_like(counter)
+        # The kernels return a fresh contiguous tensor whatever counter's
+        # strides (empty_like would copy a transposed counter's layout).
+        return counter.new_empty(counter.shape)
 
 
 @torch.library.custom_op("genfast::noise_normal_reference", mutates_args={"out"})
@@ -47,6 +56,9 @@ def _(out, seed, stream, sample_offset):
     return None
 
 
+register_inplace("noise_normal_reference")
+
+
 def _check_stream_args(seed, stream, sample_offset, items):
     seed = check_int("seed", seed, 0, U64)
     stream = check_int("stream", stream, 0, U32)
@@ -55,6 +67,13 @@ def _check_stream_args(seed, stream, sample_offset, items):
         raise ValueError(f"sample_offset + batch size must be <= 2**32 (samples are 32-bit), "
                          f"got sample_offset={sample_offset} with {items} items")
     return seed, stream, sample_offset
+
+
+def _check_item_size(shape: tuple[int, ...]) -> None:
+    items, numel = _ref.split_items(shape)
+    if numel > 4 * U32:
+        raise ValueError(f"shape {shape}: at most 2**34 elements per item (the element "
+                         f"counter is 32-bit and counts groups of 4), got {numel}")
 
 
 def randn(shape, *, seed: int, stream: int = 0, sample_offset: int = 0, dtype=None,
@@ -76,28 +95,40 @@ def randn(shape, *, seed: int, stream: int = 0, sample_offset: int = 0, dtype=No
         backend: "auto", "reference", "cpu", "cuda" or "triton" (default: the
             current one, see genfast.set_backend).
         out: write into this tensor (its shape must be ``shape``); returned.
+            It must not require grad (unless under torch.no_grad()), as for
+            torch.randn(out=...); its version counter moves, so autograd
+            notices if it was saved for backward.
     """
-    shape = check_shape("shape", shape)
-    if out is not None:
-        if not isinstance(out, torch.Tensor):
-            raise TypeError(f"out must be a Tensor, got {type(out).__name__}")
-        if tuple(out.shape) != shape:
-            raise ValueError(f"out has shape {tuple(out.shape)} but shape is {shape}")
-        check_float_dtype("out.dtype", out.dtype)
-        if dtype is not None and dtype != out.dtype:
-            raise TypeError(f"dtype={dtype} does not match out.dtype={out.dtype}")
+    # The common case is recognised with a few attribute reads; anything
+    # unusual (a list shape, a numpy int, a bad value) takes the full checks,
+    # which raise naming the argument. The C++ op refuses an out that requires
+    # grad or is an inference tensor itself; for the other backends the full
+    # checks run below. This keeps
+    # the wrapper within ~1 us of the raw op: a sampler calls it every step.
+    if out is None:  # everything is checked before allocating
+        shape = check_shape("shape", shape)
+        _check_item_size(shape)
+        seed, stream, sample_offset = _check_stream_args(seed, stream, sample_offset,
+                                                         _ref.split_items(shape)[0])
+        out = new_output("genfast.randn", shape, dtype, device)
     else:
-        dtype = check_float_dtype("dtype", torch.float32 if dtype is None else dtype)
-        out = torch.empty(shape, dtype=dtype, device=device)
-    items, numel = _ref.split_items(shape)
-    if numel > 4 * U32:
-        raise ValueError(f"shape {shape}: at most 2**34 elements per item (the element "
-                         f"counter is 32-bit and counts groups of 4), got {numel}")
-    seed, stream, sample_offset = _check_stream_args(seed, stream, sample_offset, items)
-    which = _backend.resolve(backend, out.device)
-    if which in ("cpu", "cuda"):
-        torch.ops.genfast.noise_normal(out, as_int64_bits(seed), stream, sample_offset)
-    elif which == "triton":
+        if (type(shape) not in _SHAPE_TYPES or out.shape != shape or out.dtype not in FLOAT_DTYPES
+                or (dtype is not None and dtype != out.dtype)):
+            check_out("genfast.randn", out, check_shape("shape", shape), dtype)
+        items = out.shape[0] if out.dim() > 1 else 1
+        if not (type(seed) is int and type(stream) is int and type(sample_offset) is int
+                and 0 <= seed < U64 and 0 <= stream < U32 and 0 <= sample_offset
+                and sample_offset + items <= U32):
+            seed, stream, sample_offset = _check_stream_args(seed, stream, sample_offset, items)
+    which = _backend.resolve(backend, "cpu" if out.is_cpu else out.device.type)
+    if which == "cpu" or which == "cuda":
+        _NOISE_NORMAL(out, seed - U64 if seed >= I64_MAX else seed, stream, sample_offset)
+        return out
+    # Python backends: the checks the C++ op makes.
+    check_out("genfast.randn", out, tuple(out.shape), dtype)
+    _check_item_size(tuple(out.shape))
+    _check_stream_args(seed, stream, sample_offset, out.shape[0] if out.dim() > 1 else 1)
+    if which == "triton":
         from ..triton import noise as _triton_noise
         _triton_noise.noise_normal(out, seed, stream, sample_offset)
     else:

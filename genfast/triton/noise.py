@@ -33,6 +33,7 @@ import triton
 import triton.language as tl
 
 from .._checks import as_int64_bits
+from .._inplace import register_inplace
 from ..backend import triton_interpret
 from ..reference.noise import key_words, split_items
 
@@ -242,6 +243,9 @@ def _noise_normal_op(out: torch.Tensor, seed: int, stream: int, sample_offset: i
         enable_fp_fusion=False)
     if dst is not out:
         out.copy_(dst)
+
+
+register_inplace("noise_normal_triton")
 
 
 @torch.library.triton_op("genfast::noise_philox_triton", mutates_args=(),
