@@ -2,9 +2,11 @@
 
 Backends: ``reference`` (pure PyTorch, the spec), ``cpu`` (C++ extension),
 ``cuda`` (CUDA C++ extension), ``triton``; ``auto`` picks the fastest one that
-can run on the tensors' device. Selection is global (`set_backend`), scoped
-(`use_backend`) or per call (``backend=``). Resolution reads only Python state,
-never tensor values, so it is free under torch.compile and CUDA graphs.
+can run on the tensors' device. Selection is process-wide (`set_backend`),
+scoped to the current thread (`use_backend`) or per call (``backend=``).
+Resolution reads only Python state, never tensor values, so it is free under
+torch.compile and CUDA graphs; torch.compile guards on it, so code compiled
+under one backend recompiles when called under another.
 """
 
 from __future__ import annotations
@@ -13,13 +15,35 @@ import contextlib
 import functools
 import importlib.util
 import os
+import threading
 
 import torch
 
 from ._extension import CPU_LIB, CUDA_LIB
 
 BACKENDS = ("auto", "reference", "cpu", "cuda", "triton")
-_current = "auto"
+_default = "auto"  # set_backend: process-wide
+
+
+class _Scopes(threading.local):
+    """This thread's open `use_backend` scopes, innermost last.
+
+    A threading.local rather than a ContextVar: torch.compile cannot read a
+    ContextVar (it stops with "unsupported"), while it reads an attribute of a
+    threading.local and guards on it in the calling thread.
+    """
+
+    def __init__(self):
+        self.open: list[tuple[object, str]] = []  # (scope token, backend)
+        self.current: str | None = None  # backend of the innermost open scope
+
+
+_scopes = _Scopes()
+# Scopes open in all threads together. While it is 0 (the common case) no
+# thread-local needs reading: that read costs ~0.3 us, and every op call
+# resolves its backend.
+_open_scopes = 0
+_open_lock = threading.Lock()
 
 
 class BackendUnavailableError(RuntimeError):
@@ -71,39 +95,76 @@ def _require(name: str) -> None:
 
 
 def set_backend(name: str) -> None:
-    """Make ``name`` the default backend for every genfast op (process-wide,
-    shared by all threads: it is read at trace time by torch.compile)."""
-    global _current
+    """Make ``name`` the default backend for every genfast op, in every thread
+    (process-wide: read at trace time by torch.compile). An open `use_backend`
+    scope still wins in its own thread."""
+    global _default
     _check_name(name)
     if name != "auto":
         _require(name)
-    _current = name
+    _default = name
 
 
 def get_backend() -> str:
-    return _current
+    """The backend in force in this thread: the innermost open `use_backend`
+    scope, else the process-wide default."""
+    if not _open_scopes:
+        return _default
+    current = _scopes.current
+    return _default if current is None else current
 
 
 @contextlib.contextmanager
 def use_backend(name: str):
-    """Run the body with ``name`` as the default backend (process-wide, like
-    `set_backend`; restored on exit, also on error)."""
-    global _current
-    previous = _current
-    set_backend(name)
+    """Run the body with ``name`` as the backend of this thread.
+
+    Scopes belong to the thread that opened them: other threads keep their
+    own. They may close in any order (generators, interleaved coroutines):
+    closing a scope removes exactly that scope, and the innermost one still
+    open, or the process default, is in force again.
+    """
+    _check_name(name)
+    if name != "auto":
+        _require(name)
+    global _open_scopes
+    scopes, token = _scopes, object()  # the opening thread's, even if closed elsewhere
+    scopes.open.append((token, name))
+    scopes.current = name
+    with _open_lock:
+        _open_scopes += 1
     try:
         yield
     finally:
-        _current = previous
+        scopes.open[:] = [s for s in scopes.open if s[0] is not token]
+        scopes.current = scopes.open[-1][1] if scopes.open else None
+        with _open_lock:
+            _open_scopes -= 1
 
 
-def resolve(name: str | None, device: torch.device) -> str:
-    """The concrete backend that runs an op on ``device``."""
-    name = _current if name is None else name
+# (backend asked for, device type) -> backend that runs. Every op call
+# resolves, and the answer never changes within a process (availability is
+# fixed); errors are raised each time, never cached.
+_resolved: dict[tuple[str, str], str] = {}
+
+
+def resolve(name: str | None, device) -> str:
+    """The concrete backend that runs an op on ``device`` (a torch.device or
+    its type string, e.g. ``"cpu"``)."""
+    if name is None:
+        name = get_backend()
+    if not isinstance(device, str):
+        device = device.type
+    which = _resolved.get((name, device))
+    if which is None:
+        which = _resolved[name, device] = _resolve(name, device)
+    return which
+
+
+def _resolve(name: str, device: str) -> str:
     _check_name(name)
     avail = availability()
     if name == "auto":
-        order = ("cpu", "reference") if device.type == "cpu" else ("cuda", "triton", "reference")
+        order = ("cpu", "reference") if device == "cpu" else ("cuda", "triton", "reference")
         for candidate in order:
             if avail[candidate][0] and _fits(candidate, device):
                 return candidate
@@ -118,11 +179,11 @@ def resolve(name: str | None, device: torch.device) -> str:
     return name
 
 
-def _fits(name: str, device: torch.device) -> bool:
+def _fits(name: str, device: str) -> bool:
     if name == "cpu":
-        return device.type == "cpu"
+        return device == "cpu"
     if name == "cuda":
-        return device.type == "cuda"
+        return device == "cuda"
     if name == "triton":
-        return device.type == "cuda" or (device.type == "cpu" and triton_interpret())
+        return device == "cuda" or (device == "cpu" and triton_interpret())
     return True
