@@ -7,11 +7,12 @@ genfast/ops/ for the ops themselves.
 from ._version import __version__
 from .backend import (BACKENDS, BackendUnavailableError, get_backend, set_backend,
                       use_backend)
-from ._extension import GenfastFallbackWarning
+from ._extension import GenfastConfigWarning, GenfastFallbackWarning
 from .info import info
 from .ops.noise import philox, randn
 
 __all__ = [
     "__version__", "BACKENDS", "BackendUnavailableError", "GenfastFallbackWarning",
+    "GenfastConfigWarning",
     "get_backend", "set_backend", "use_backend", "info", "randn", "philox",
 ]

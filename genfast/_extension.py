@@ -25,6 +25,11 @@ class GenfastFallbackWarning(UserWarning):
     """genfast runs on its pure-PyTorch reference because a library did not load."""
 
 
+class GenfastConfigWarning(UserWarning):
+    """An environment setting of genfast's was not understood or cannot be met;
+    the message says what is used instead."""
+
+
 @dataclass
 class Library:
     name: str
@@ -50,9 +55,24 @@ def _find(name: str) -> str | None:
     return hits[0] if hits else None
 
 
-def _load(name: str) -> Library:
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
+
+
+def env_flag(name: str) -> bool:
+    """A boolean environment switch: 1/true/yes/on or 0/false/no/off (any
+    case; unset or empty is off). Anything else warns once and counts as off."""
+    value = os.environ.get(name, "")
+    if value.strip().lower() in _TRUE:
+        return True
+    if value.strip().lower() not in _FALSE:
+        warnings.warn(f"genfast: ignoring {name}={value!r}: use 1/0 or true/false",
+                      GenfastConfigWarning, stacklevel=3)
+    return False
+
+
+def _load(name: str, disabled: bool) -> Library:
     lib = Library(name)
-    if os.environ.get("GENFAST_DISABLE_EXTENSION", "") not in ("", "0"):
+    if disabled:
         lib.reason = "disabled by GENFAST_DISABLE_EXTENSION"
         return lib
     lib.path = _find(name)
@@ -81,13 +101,21 @@ def _load(name: str) -> Library:
 
 
 def _load_all() -> tuple[Library, Library]:
-    cpu = _load("_C")
+    disabled = env_flag("GENFAST_DISABLE_EXTENSION")
+    cpu = _load("_C", disabled)
     if cpu.loaded:
-        cuda = _load("_C_cuda")
+        cuda = _load("_C_cuda", disabled)
         if not cuda.loaded and cuda.reason.startswith("not built"):
             why = ("torch has no CUDA" if torch.version.cuda is None
                    else "nvcc was not found or GENFAST_CUDA=0 at build time")
             cuda.reason = f"not built ({why})"
+        _check_isa_setting()
+    elif disabled:
+        cuda = Library("_C_cuda", reason="disabled by GENFAST_DISABLE_EXTENSION")
+        warnings.warn(
+            "genfast: C++ extension disabled on purpose (GENFAST_DISABLE_EXTENSION="
+            f"{os.environ['GENFAST_DISABLE_EXTENSION']}); every op runs on the pure-PyTorch "
+            "reference backend (correct but slow)", GenfastFallbackWarning, stacklevel=3)
     else:
         cuda = Library("_C_cuda", reason="the CPU library _C did not load")
         warnings.warn(
@@ -98,6 +126,22 @@ def _load_all() -> tuple[Library, Library]:
         warnings.warn(f"genfast: CUDA library not loaded: {cuda.reason}; {REBUILD_HINT}",
                       GenfastFallbackWarning, stacklevel=3)
     return cpu, cuda
+
+
+def _check_isa_setting() -> None:
+    """GENFAST_CPU_ISA pins the CPU kernels' SIMD level (csrc/cpu/isa.cpp reads
+    it). A value it cannot honour is ignored there; say so, once."""
+    value = os.environ.get("GENFAST_CPU_ISA", "").strip()
+    if not value:
+        return
+    active = torch.ops.genfast._cpu_isa("")
+    if value == active:
+        return
+    usable = torch.ops.genfast._cpu_isa("?supported").split(",")
+    why = ("is not supported by this CPU or build" if value in ("baseline", "avx2", "avx512")
+           else "is not a level (baseline, avx2, avx512)")
+    warnings.warn(f"genfast: GENFAST_CPU_ISA={value!r} {why}; using {active} "
+                  f"(usable here: {', '.join(usable)})", GenfastConfigWarning, stacklevel=4)
 
 
 CPU_LIB, CUDA_LIB = _load_all()

@@ -140,3 +140,145 @@ def test_cpu_isa_override_env():
     r = run_python("import genfast; print(genfast.info()['cpu']['isa'])", GENFAST_CPU_ISA="baseline")
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "baseline"
+
+
+# ------------------------------------------------------------------ scopes and threads
+def test_overlapping_scopes_in_two_threads_restore():
+    """Thread A opens, B opens, A closes, B closes: before, the process was
+    left on A's backend; now each thread sees only its own scopes."""
+    import threading
+
+    seen = {}
+    a_open, b_open, a_closed = threading.Event(), threading.Event(), threading.Event()
+
+    def a():
+        with genfast.use_backend("reference"):
+            a_open.set()
+            b_open.wait(10)
+            seen["a"] = genfast.get_backend()
+        a_closed.set()
+
+    def b():
+        a_open.wait(10)
+        with genfast.use_backend("auto"):
+            b_open.set()
+            a_closed.wait(10)
+            seen["b"] = genfast.get_backend()
+        seen["b_after"] = genfast.get_backend()
+
+    threads = [threading.Thread(target=a), threading.Thread(target=b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert seen == {"a": "reference", "b": "auto", "b_after": "auto"}
+    assert genfast.get_backend() == "auto"
+    assert B._open_scopes == 0
+
+
+def test_scope_is_local_to_its_thread():
+    import threading
+
+    seen = []
+    with genfast.use_backend("reference"):
+        t = threading.Thread(target=lambda: seen.append(genfast.get_backend()))
+        t.start()
+        t.join(10)
+        assert genfast.get_backend() == "reference"
+    assert seen == ["auto"]
+
+
+def test_scopes_closing_out_of_order():
+    # Generators (or coroutines) can close scopes in any order.
+    def scoped(name):
+        with genfast.use_backend(name):
+            yield
+
+    outer, inner = scoped("reference"), scoped("auto")
+    next(outer)
+    next(inner)
+    assert genfast.get_backend() == "auto"
+    outer.close()  # the outer scope closes first
+    assert genfast.get_backend() == "auto"
+    inner.close()
+    assert genfast.get_backend() == "auto" and B._scopes.open == []
+    next(outer := scoped("reference"))
+    assert genfast.get_backend() == "reference"
+    outer.close()
+    assert genfast.get_backend() == "auto"
+
+
+def test_set_backend_is_process_wide_and_scopes_win():
+    import threading
+
+    seen = []
+    genfast.set_backend("reference")
+    try:
+        t = threading.Thread(target=lambda: seen.append(genfast.get_backend()))
+        t.start()
+        t.join(10)
+        with genfast.use_backend("auto"):
+            assert genfast.get_backend() == "auto"
+        assert genfast.get_backend() == "reference"
+    finally:
+        genfast.set_backend("auto")
+    assert seen == ["reference"]
+
+
+def test_compiled_code_follows_the_scope():
+    """torch.compile reads the backend at trace time and guards on it: the
+    same compiled function runs the reference inside a scope."""
+    f = torch.compile(lambda x: x + 1 if genfast.get_backend() == "reference" else x - 1,
+                      fullgraph=True, backend="eager")
+    x = torch.zeros(2)
+    assert f(x).tolist() == [-1.0, -1.0]
+    with genfast.use_backend("reference"):
+        assert f(x).tolist() == [1.0, 1.0]
+    assert f(x).tolist() == [-1.0, -1.0]
+
+
+# ------------------------------------------------------------------ environment switches
+@pytest.mark.parametrize("value,level_word", [("avx9000", "not a level"),
+                                              ("AVX2", "not a level")])
+def test_unknown_cpu_isa_warns_once(value, level_word):
+    if not B.availability()["cpu"][0]:
+        pytest.skip("cpu backend not built")
+    r = run_python("import genfast; print(genfast.info()['cpu']['isa'])", GENFAST_CPU_ISA=value)
+    assert r.returncode == 0, r.stderr
+    best = genfast.info()["cpu"]["best_isa"]
+    assert r.stdout.strip() == best
+    assert r.stderr.count("GenfastConfigWarning") == 1, r.stderr
+    assert repr(value) in r.stderr and level_word in r.stderr and f"using {best}" in r.stderr
+
+
+def test_unsupported_cpu_isa_warns_once():
+    if not B.availability()["cpu"][0]:
+        pytest.skip("cpu backend not built")
+    missing = [x for x in ("avx2", "avx512") if x not in genfast.info()["cpu"]["isas"]]
+    if not missing:
+        pytest.skip("this CPU supports every level")
+    r = run_python("import genfast", GENFAST_CPU_ISA=missing[-1])
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("GenfastConfigWarning") == 1, r.stderr
+    assert "not supported by this CPU" in r.stderr and missing[-1] in r.stderr
+
+
+@pytest.mark.parametrize("value,disabled", [("1", True), ("true", True), ("TRUE", True),
+                                            ("0", False), ("false", False), ("", False)])
+def test_disable_extension_values(value, disabled):
+    if not B.availability()["cpu"][0]:
+        pytest.skip("cpu backend not built")
+    r = run_python("import genfast; print(genfast.info()['backends']['cpu']['available'])",
+                   GENFAST_DISABLE_EXTENSION=value)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == str(not disabled)
+    if disabled:
+        assert "disabled on purpose" in r.stderr and "rebuild" not in r.stderr, r.stderr
+    else:
+        assert "Warning" not in r.stderr, r.stderr
+
+
+def test_disable_extension_unknown_value_warns():
+    r = run_python("import genfast", GENFAST_DISABLE_EXTENSION="maybe")
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("GenfastConfigWarning") == 1 and "'maybe'" in r.stderr, r.stderr
