@@ -284,6 +284,50 @@ def test_opcheck_noise_philox():
 
 
 @needs_cpu
+def test_opcheck_noncontiguous_inputs():
+    # Fake kernels must describe what the kernels return: noise_philox hands
+    # back a fresh contiguous tensor whatever the counter's layout.
+    c = torch.randint(-(2**31), 2**31, (4, 5), dtype=torch.int32).t()  # (5, 4), strided
+    assert not c.is_contiguous()
+    torch.library.opcheck(torch.ops.genfast.noise_philox.default, (c, 3))
+    sliced = torch.randint(-(2**31), 2**31, (6, 8), dtype=torch.int32)[:, ::2]
+    torch.library.opcheck(torch.ops.genfast.noise_philox.default, (sliced, 3))
+    out = torch.empty(5, 3).t()
+    torch.library.opcheck(torch.ops.genfast.noise_normal.default, (out, 1, 2, 3))
+    torch.library.opcheck(torch.ops.genfast.noise_normal.default, (torch.empty(4, 6)[:, 1:5], 1, 2, 3))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("offset", [1, 2, 3])
+def test_philox_counter_view_at_any_alignment(backend, offset):
+    """A contiguous counter view that starts at an odd word: the CUDA kernel
+    must not use 16-byte loads on it (misaligned address)."""
+    flat = torch.randint(-(2**31), 2**31, (4 * 9 + offset,), dtype=torch.int32)
+    view = flat.to(device_for(backend))[offset:].view(9, 4)
+    assert view.is_contiguous() and view.storage_offset() == offset
+    got = genfast.philox(view, 0xABCDEF, backend=backend)
+    torch.testing.assert_close(got.cpu(), ref.philox(view.cpu(), 0xABCDEF), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("shape", [(1 << 20, 1 << 20), (1 << 40,), (1 << 22, 1 << 22, 1 << 10)])
+def test_over_large_shape_is_refused_before_allocating(shape):
+    import time
+
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match=r"shape"):
+        genfast.randn(shape, seed=0)
+    assert time.perf_counter() - t0 < 1.0  # refused, not attempted
+
+
+def test_allocation_failure_names_the_shape(monkeypatch):
+    def fail(*a, **k):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 12.00 GiB")
+    monkeypatch.setattr(torch, "empty", fail)
+    with pytest.raises(MemoryError, match=r"shape \(3, 4\)"):
+        genfast.randn((3, 4), seed=0)
+
+
+@needs_cpu
 def test_torch_compile_fullgraph():
     def step(x, stream: int):
         return x + 0.5 * genfast.randn(x.shape, seed=2024, stream=stream, backend="cpu")

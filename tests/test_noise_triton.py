@@ -190,6 +190,18 @@ def test_ops_registered_and_seed_bits():
     torch.testing.assert_close(direct, out, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("seed,stream,offset", [(0, 0, 0), (2**64 - 1, 2**32 - 1, 2**32 - 1),
+                                                 (2**31, 2**31, 2**31 - 1), (2**63, 1, 2**31)])
+def test_launch_words_are_always_int32(seed, stream, offset):
+    """Triton types an int argument by its value (int32 below 2**31, int64
+    above): the four per-call words must always land in int32 so that seeds
+    and streams never compile another kernel variant."""
+    words = tri_noise.launch_words(seed, stream, offset)
+    assert all(-(2**31) <= w < 2**31 for w in words), words
+    k0, k1 = ref_noise.key_words(seed)
+    assert [w & 0xFFFFFFFF for w in words] == [k0, k1, stream, offset]
+
+
 # --------------------------------------------------------------------------- GPU only
 
 @requires_cuda
@@ -219,3 +231,47 @@ def test_compile_cuda():
     ctr = torch.randint(-2**31, 2**31, (6, 4), dtype=torch.int32, device="cuda")
     torch.testing.assert_close(torch.compile(words, fullgraph=True)(ctr), words(ctr),
                                rtol=0, atol=0)
+
+
+@requires_cuda
+def test_one_kernel_variant_for_any_seed_and_stream():
+    out = torch.empty(2, 64, device="cuda")
+    for seed, stream in [(1, 0), (2**40 + 3, 2**31 + 7), (2**64 - 1, 2**32 - 1), (5, 16)]:
+        tri_noise.noise_normal(out, seed, stream, 2**31 + 1)
+    torch.cuda.synchronize()
+    caches = getattr(tri_noise._noise_normal_kernel, "device_caches", None)
+    if caches is None:
+        pytest.skip("this triton keeps no per-device kernel cache to inspect")
+    kernels = caches[torch.cuda.current_device()][0]
+    assert len(kernels) == 1, list(kernels)
+
+
+@requires_cuda
+def test_compiled_equals_eager_bit_for_bit():
+    """Inductor drops user Triton kernels' enable_fp_fusion=False: the kernel
+    itself must keep products and sums separately rounded."""
+    def draw(buf, stream):
+        torch.ops.genfast.noise_normal_triton(buf, 77, stream, 0)
+        return buf + 0
+
+    buf = torch.empty(8, 4099, device="cuda")
+    compiled = torch.compile(draw, fullgraph=True)
+    for stream in (0, 3):
+        eager = draw(torch.empty_like(buf), stream)
+        assert torch.equal(compiled(buf, stream), eager)
+        if gf_backend.availability()["cpu"][0]:
+            cpu = genfast.randn((8, 4099), seed=77, stream=stream, backend="cpu")
+            assert torch.equal(eager.cpu(), cpu)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+@pytest.mark.parametrize("backend", ["triton", "cuda"])
+def test_runs_on_the_output_device(backend):
+    if not gf_backend.availability()[backend][0]:
+        pytest.skip(f"{backend} backend unavailable")
+    with torch.cuda.device(0):
+        out = torch.empty(3, 100, device="cuda:1")
+        genfast.randn(out.shape, seed=5, stream=2, out=out, backend=backend)
+        torch.cuda.synchronize(1)
+    want = genfast.randn((3, 100), seed=5, stream=2, backend="reference")
+    torch.testing.assert_close(out.cpu(), want, rtol=0, atol=1e-5)

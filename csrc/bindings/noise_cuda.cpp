@@ -1,8 +1,11 @@
 // CUDA kernels of the noise family: argument checks, device guard, stream.
+// Only the c10/cuda headers this file uses: ATen/cuda/CUDAContext.h would
+// pull in cuBLAS, cuSPARSE and cuSOLVER headers, which a CUDA toolkit
+// without those libraries cannot provide.
 #include <ATen/ATen.h>
-#include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include "bindings/noise_args.h"
@@ -15,7 +18,7 @@ void fill_contiguous(at::Tensor& out, const NoiseLayout& l) {
   C10_CUDA_CHECK(cuda::launch_noise_normal(out.data_ptr(), dtype_code(out.scalar_type()),
                                            l.items, l.item_numel, l.k0, l.k1, l.stream,
                                            l.sample_offset,
-                                           at::cuda::getCurrentCUDAStream().stream()));
+                                           c10::cuda::getCurrentCUDAStream().stream()));
 }
 
 void noise_normal_cuda(at::Tensor out, int64_t seed, int64_t stream, int64_t sample_offset) {
@@ -38,7 +41,7 @@ at::Tensor noise_philox_cuda(const at::Tensor& counter, int64_t seed) {
       reinterpret_cast<const uint32_t*>(c.data_ptr<int32_t>()),
       reinterpret_cast<uint32_t*>(words.data_ptr<int32_t>()), c.numel() / 4,
       static_cast<uint32_t>(s), static_cast<uint32_t>(s >> 32),
-      at::cuda::getCurrentCUDAStream().stream()));
+      c10::cuda::getCurrentCUDAStream().stream()));
   return words;
 }
 

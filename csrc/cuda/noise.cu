@@ -39,15 +39,33 @@ noise_normal_kernel(T* __restrict__ out, int64_t total_quads, int64_t item_numel
   }
 }
 
+// kVector: counters and words are 16-byte aligned, so each thread moves its
+// four words in one 128-bit access. A tensor view starting at an odd word
+// (e.g. counter[1:] of a flat buffer) is not, and a 128-bit load from it
+// faults with a misaligned address: such calls take the word-by-word kernel.
+template <bool kVector>
 __global__ void __launch_bounds__(kThreads)
-noise_philox_kernel(const uint4* __restrict__ counters, uint4* __restrict__ words, int64_t n,
-                    uint32_t k0, uint32_t k1) {
+noise_philox_kernel(const uint32_t* __restrict__ counters, uint32_t* __restrict__ words,
+                    int64_t n, uint32_t k0, uint32_t k1) {
   const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += step) {
-    const uint4 c = counters[i];
-    const U32x4 w = philox4x32_10(U32x4{c.x, c.y, c.z, c.w}, k0, k1);
-    words[i] = make_uint4(w.x, w.y, w.z, w.w);
+    U32x4 c;
+    if (kVector) {
+      const uint4 v = reinterpret_cast<const uint4*>(counters)[i];
+      c = U32x4{v.x, v.y, v.z, v.w};
+    } else {
+      c = U32x4{counters[4 * i], counters[4 * i + 1], counters[4 * i + 2], counters[4 * i + 3]};
+    }
+    const U32x4 w = philox4x32_10(c, k0, k1);
+    if (kVector) {
+      reinterpret_cast<uint4*>(words)[i] = make_uint4(w.x, w.y, w.z, w.w);
+    } else {
+      words[4 * i] = w.x;
+      words[4 * i + 1] = w.y;
+      words[4 * i + 2] = w.z;
+      words[4 * i + 3] = w.w;
+    }
   }
 }
 
@@ -92,8 +110,15 @@ cudaError_t launch_noise_normal(void* out, int dtype, int64_t items, int64_t ite
 cudaError_t launch_noise_philox(const uint32_t* counters, uint32_t* words, int64_t n,
                                 uint32_t k0, uint32_t k1, cudaStream_t cuda_stream) {
   if (n == 0) return cudaSuccess;
-  noise_philox_kernel<<<grid_for(n), kThreads, 0, cuda_stream>>>(
-      reinterpret_cast<const uint4*>(counters), reinterpret_cast<uint4*>(words), n, k0, k1);
+  const bool aligned =
+      ((reinterpret_cast<uintptr_t>(counters) | reinterpret_cast<uintptr_t>(words)) % 16) == 0;
+  if (aligned) {
+    noise_philox_kernel<true><<<grid_for(n), kThreads, 0, cuda_stream>>>(counters, words, n, k0,
+                                                                         k1);
+  } else {
+    noise_philox_kernel<false><<<grid_for(n), kThreads, 0, cuda_stream>>>(counters, words, n, k0,
+                                                                          k1);
+  }
   return cudaGetLastError();
 }
 

@@ -12,7 +12,9 @@ cudaError_t launch_noise_normal(void* out, int dtype, int64_t items, int64_t ite
                                 uint32_t k0, uint32_t k1, uint32_t stream,
                                 uint32_t sample_offset, cudaStream_t cuda_stream);
 
-// Philox4x32-10 of n counters (4 words each) under key (k0, k1).
+// Philox4x32-10 of n counters (4 words each) under key (k0, k1). Any 4-byte
+// aligned pointers: 128-bit accesses are used only where both are 16-byte
+// aligned.
 cudaError_t launch_noise_philox(const uint32_t* counters, uint32_t* words, int64_t n,
                                 uint32_t k0, uint32_t k1, cudaStream_t cuda_stream);
 

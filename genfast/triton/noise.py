@@ -28,6 +28,8 @@ Public entry points (used by genfast/ops/noise.py): ``noise_normal`` and
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import triton
 import triton.language as tl
@@ -175,14 +177,14 @@ def _noise_normal_kernel(out_ptr, total_quads, quads_per_item, item_numel,
     live = g < total_quads
     item = g // quads_per_item
     q = g - item * quads_per_item
-    # Scalar args arrive as i32 or u32 depending on their value; pin uint32.
-    key0 = k0.to(tl.uint32)
-    key1 = k1.to(tl.uint32)
+    # The 32-bit words arrive as int32 bit patterns (see _i32): reinterpret.
+    key0 = k0.to(tl.uint32, bitcast=True)
+    key1 = k1.to(tl.uint32, bitcast=True)
     zero = tl.zeros([BLOCK], dtype=tl.uint32)
     c0 = q.to(tl.uint32)
     # sample_offset + items <= 2**32 is checked by the caller, so no wrap.
-    c1 = sample_offset.to(tl.uint32) + item.to(tl.uint32)
-    c2 = zero + stream.to(tl.uint32)
+    c1 = sample_offset.to(tl.uint32, bitcast=True) + item.to(tl.uint32)
+    c2 = zero + stream.to(tl.uint32, bitcast=True)
     w0, w1, w2, w3 = _philox4x32_10(c0, c1, c2, zero, key0, key1)
     na, nb = _box_muller(w0, w1)
     nc, nd = _box_muller(w2, w3)
@@ -206,12 +208,39 @@ def _philox_kernel(counter_ptr, out_ptr, n, k0, k1, BLOCK: tl.constexpr):
     c1 = tl.load(src + 1, mask=live, other=0).to(tl.uint32, bitcast=True)
     c2 = tl.load(src + 2, mask=live, other=0).to(tl.uint32, bitcast=True)
     c3 = tl.load(src + 3, mask=live, other=0).to(tl.uint32, bitcast=True)
-    w0, w1, w2, w3 = _philox4x32_10(c0, c1, c2, c3, k0.to(tl.uint32), k1.to(tl.uint32))
+    w0, w1, w2, w3 = _philox4x32_10(c0, c1, c2, c3, k0.to(tl.uint32, bitcast=True),
+                                    k1.to(tl.uint32, bitcast=True))
     dst = out_ptr + 4 * i
     tl.store(dst + 0, w0.to(tl.int32, bitcast=True), mask=live)
     tl.store(dst + 1, w1.to(tl.int32, bitcast=True), mask=live)
     tl.store(dst + 2, w2.to(tl.int32, bitcast=True), mask=live)
     tl.store(dst + 3, w3.to(tl.int32, bitcast=True), mask=live)
+
+
+def _i32(word: int) -> int:
+    """A uint32 word as the int32 with the same bits.
+
+    Triton types a Python int argument by its value: int32 below 2**31, int64
+    above. Passed as is, each of the four words of a launch (key halves,
+    stream, sample offset) could be either, so seeds and streams alone would
+    compile up to 16 variants of a kernel, one of them perhaps in the middle
+    of a CUDA graph capture. Always int32: one variant.
+    """
+    return word - (1 << 32) if word >= (1 << 31) else word
+
+
+def launch_words(seed: int, stream: int, sample_offset: int) -> tuple[int, int, int, int]:
+    """(k0, k1, stream, sample_offset) as the kernels receive them: int32 bits."""
+    k0, k1 = key_words(seed)
+    return _i32(k0), _i32(k1), _i32(stream), _i32(sample_offset)
+
+
+def _on_device(t: torch.Tensor):
+    """Triton launches on the current CUDA device: make it ``t``'s (an out on
+    cuda:1 while cuda:0 is current would otherwise run on the wrong GPU)."""
+    if t.is_cuda and t.get_device() != torch.cuda.current_device():
+        return torch.cuda.device(t.device)
+    return contextlib.nullcontext()
 
 
 def _block(n: int, gpu_block: int) -> int:
@@ -233,14 +262,15 @@ def _noise_normal_op(out: torch.Tensor, seed: int, stream: int, sample_offset: i
         return
     # Element order is logical (row-major), whatever out's strides are.
     dst = out if out.is_contiguous() else torch.empty(out.shape, dtype=out.dtype, device=out.device)
-    k0, k1 = key_words(seed)
+    k0, k1, stream32, offset32 = launch_words(seed, stream, sample_offset)
     block = _block(total_quads, 256)
     grid = (triton.cdiv(total_quads, block),)
-    torch.library.wrap_triton(_noise_normal_kernel)[grid](
-        dst, total_quads, quads_per_item, item_numel, k0, k1, stream, sample_offset,
-        BLOCK=block, num_warps=4,
-        # Match the CUDA build (no FMA contraction): bit-identical normals.
-        enable_fp_fusion=False)
+    with _on_device(out):
+        torch.library.wrap_triton(_noise_normal_kernel)[grid](
+            dst, total_quads, quads_per_item, item_numel, k0, k1, stream32, offset32,
+            BLOCK=block, num_warps=4,
+            # Match the CUDA build (no FMA contraction): bit-identical normals.
+            enable_fp_fusion=False)
     if dst is not out:
         out.copy_(dst)
 
@@ -256,13 +286,14 @@ def _noise_philox_op(counter: torch.Tensor, seed: int) -> torch.Tensor:
     n = src.numel() // 4
     if n == 0:
         return out
-    k0, k1 = key_words(seed)
+    k0, k1, _, _ = launch_words(seed, 0, 0)
     block = _block(n, 256)
     grid = (triton.cdiv(n, block),)
     # Integer-only kernel: the flag changes nothing but silences Triton 3.9's
     # warning about the fp-fusion default.
-    torch.library.wrap_triton(_philox_kernel)[grid](src, out, n, k0, k1, BLOCK=block, num_warps=4,
-                                                    enable_fp_fusion=False)
+    with _on_device(counter):
+        torch.library.wrap_triton(_philox_kernel)[grid](src, out, n, k0, k1, BLOCK=block,
+                                                        num_warps=4, enable_fp_fusion=False)
     return out
 
 
