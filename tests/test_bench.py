@@ -24,9 +24,14 @@ def test_bench_json(tmp_path, capsys, restore_threads):
                            "--json", str(path)])
     assert rc == 0
     doc = json.loads(path.read_text())
-    rows = doc["rows"]
+    rows = [r for r in doc["rows"] if r["mode"] != "overhead"]
     assert {(r["mode"], r["provider"]) for r in rows} == {
         (m, p) for m in ("alloc", "out=") for p in ("genfast", "torch.randn", "genfast[reference]")}
+    over = {r["provider"]: r for r in doc["rows"] if r["mode"] == "overhead"}
+    assert set(over) == {"genfast", "raw op", "torch.randn"}
+    assert over["genfast"]["size"] == "256" and over["genfast"]["overhead_us"] is not None
+    assert over["genfast"]["overhead_us"] == pytest.approx(
+        (over["genfast"]["median_ms"] - over["raw op"]["median_ms"]) * 1e3)
     for r in rows:
         assert ROW_KEYS <= r.keys()
         assert r["device"] == "cpu" and r["threads"] == 1 and r["size"] == "4K"
@@ -40,6 +45,7 @@ def test_bench_json(tmp_path, capsys, restore_threads):
     assert doc["copy_bandwidth"][0]["clone_gbps"] > 0
     out = capsys.readouterr()
     assert "genfast backend:" in out.out and "1.00x" in out.out and "torch.randn" in out.out
+    assert "wrapper overhead: randn 256 genfast costs" in out.out
     assert "[" in out.err and "noise 4K" in out.err  # the progress lines
 
 
@@ -86,13 +92,15 @@ def test_runner_interleaves_and_reports_failures():
 
 def test_noise_cases():
     quick = noise.cases(torch.device("cpu"))
+    over = quick.pop(0)
+    assert (over.mode, over.numel, over.overhead_of) == ("overhead", 256, "raw op")
     assert {(c.numel, c.mode) for c in quick} == {(n, m) for n in (1 << 20, 16 << 20)
                                                   for m in ("alloc", "out=")}
     for c in quick:
         names = [p.name for p in c.providers]
         assert names[:2] == ["genfast", "torch.randn"] and c.bytes_moved == c.numel * 4
         assert ("genfast[reference]" in names) == (c.numel <= 1 << 20)
-    full = noise.cases(torch.device("cpu"), full=True, sizes=[64])
+    full = noise.cases(torch.device("cpu"), full=True, sizes=[64])[1:]
     assert all("torch.compile(reference)" in [p.name for p in c.providers] for c in full)
     assert "noise" in SUITES
 
@@ -112,3 +120,26 @@ def test_pytest_benchmark_suites_run():
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert " passed" in r.stdout and " failed" not in r.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--device", "tpu:0"], "--device"), (["--device", "bogus"], "--device"),
+    (["--device", "cuda:7"], "--device"), (["--sizes", "12Q"], "--sizes"),
+    (["--sizes", "-4"], "--sizes"), (["--sizes", "0"], "--sizes"),
+    (["--json", "/no/such/folder/out.json"], "--json"), (["--json", "."], "--json"),
+    (["--threads", "0"], "--threads"),
+])
+def test_bad_arguments_fail_fast_in_one_line(args, message, capsys):
+    rc = genfast.cli.main(["bench", *args])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.count("\n") == 1 and err.startswith("genfast bench: ") and message in err, err
+    assert "Traceback" not in err and "[" not in err  # nothing ran: no progress line
+
+
+def test_bad_arguments_from_the_command_line():
+    r = subprocess.run([sys.executable, "-m", "genfast", "bench", "--sizes", "1X"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines() == [
+        "genfast bench: --sizes: '1X' is not a positive element count (e.g. 4096, 64K, 1M)"]

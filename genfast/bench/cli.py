@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import sys
 from dataclasses import asdict
 
 import torch
@@ -22,13 +24,54 @@ from . import SUITES
 from .runner import FULL, QUICK, Progress, Report, Settings, run_cases, size_label
 
 
+class UsageError(ValueError):
+    """A bad argument of `genfast bench`: reported in one line, exit code 2."""
+
+
 def _sizes(text: str) -> list[int]:
+    """"4096,1M,16M" -> element counts (K, M, G are powers of 1024)."""
     units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
     out = []
     for part in text.split(","):
-        part = part.strip().upper()
-        out.append(int(part[:-1]) * units[part[-1]] if part[-1:] in units else int(part))
+        p = part.strip().upper()
+        scale = units.get(p[-1:], 1)
+        digits = p[:-1] if p[-1:] in units else p
+        if not digits.isdigit() or int(digits) * scale < 1:
+            raise UsageError(f"--sizes: {part.strip()!r} is not a positive element count "
+                             f"(e.g. 4096, 64K, 1M)")
+        out.append(int(digits) * scale)
     return out
+
+
+def _device(text: str | None) -> torch.device:
+    if text is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"--device: {text!r} is not a device (cpu, cuda, cuda:N)") from None
+    if device.type not in ("cpu", "cuda"):
+        raise UsageError(f"--device: genfast benchmarks run on cpu or cuda, not {device.type}")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device: {text} requested but torch sees no GPU")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UsageError(f"--device: {text} requested but there are only "
+                             f"{torch.cuda.device_count()} GPUs")
+    return device
+
+
+def _output_path(option: str, path: str | None) -> None:
+    """Check an output file can be written before hours of timing, not after."""
+    if path is None:
+        return
+    if os.path.isdir(path):
+        raise UsageError(f"{option}: {path} is a directory")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise UsageError(f"{option}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise UsageError(f"{option}: {path} is not writable")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -42,7 +85,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, metavar="N", help="torch.set_num_threads(N) first")
     p.add_argument("--json", metavar="PATH", help="also write every row and the setup to PATH")
     # For tests and quick looks: element counts (e.g. 4096,1M) instead of the suites' own.
-    p.add_argument("--sizes", type=_sizes, help=argparse.SUPPRESS)
+    p.add_argument("--sizes", help=argparse.SUPPRESS)
 
 
 def environment(device: torch.device) -> dict:
@@ -130,24 +173,29 @@ def format_report(report: Report, env: dict, mode: str) -> str:
         "spread = (p80 - p20) / 2 / median;",
         "floor = (bytes moved / copy bandwidth) / median, copy = x.clone() for alloc, "
         "y.copy_(x) for out=",
+        *[f"wrapper overhead: {r.op} {r.size} {r.provider} costs {r.overhead_us:+.2f} us over "
+          f"the raw op" for r in report.rows if r.overhead_us is not None],
     ])
 
 
 def run(args: argparse.Namespace, settings: Settings | None = None) -> int:
-    """Runs the chosen suites; returns the exit code."""
-    if args.threads is not None:
-        if args.threads < 1:
-            print(f"genfast bench: --threads must be >= 1, got {args.threads}")
-            return 2
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type == "cuda" and not torch.cuda.is_available():
-        print(f"genfast bench: device {device} requested but torch sees no GPU")
+    """Runs the chosen suites; returns the exit code. Every argument is
+    checked before anything runs: a mistake costs one line, not a run."""
+    try:
+        if args.threads is not None and args.threads < 1:
+            raise UsageError(f"--threads must be >= 1, got {args.threads}")
+        device = _device(args.device)
+        sizes = _sizes(args.sizes) if args.sizes else None
+        _output_path("--json", args.json)
+    except UsageError as e:
+        print(f"genfast bench: {e}", file=sys.stderr)
         return 2
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     settings = settings or (FULL if args.full else QUICK)
     suites = args.suite or list(SUITES)
     cases = [c for name in dict.fromkeys(suites)
-             for c in SUITES[name](device, full=args.full, sizes=args.sizes)]
+             for c in SUITES[name](device, full=args.full, sizes=sizes)]
     steps = sum(len(c.providers) for c in cases)
     steps += len({c.numel for c in cases if c.bytes_moved is not None})  # copy bandwidth
     report = run_cases(cases, device, settings, Progress(steps))

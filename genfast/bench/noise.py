@@ -12,6 +12,11 @@ a fixed shape; compile time is excluded).
 
 Bytes moved: numel * 4 (randn reads nothing and writes its output once); the
 floor of "alloc" is set by ``x.clone()``, that of "out=" by ``y.copy_(x)``.
+
+Mode "overhead" (256 elements, out=): what the Python wrapper costs a sampler
+step. Providers "genfast" (``genfast.randn(..., out=buf)``), "raw op" (the
+registered op the wrapper resolves to, called directly) and "torch.randn";
+the report gives genfast minus raw op in microseconds.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ FULL_SIZES = (1 << 16, 1 << 20, 16 << 20, 64 << 20)
 MODES = ("alloc", "out=")
 REFERENCE_QUICK_MAX = 1 << 20  # quick runs skip the reference above this
 REFERENCE_QUICK_REPS = 5
+OVERHEAD_NUMEL = 256
 
 
 def _genfast(n, device, mode, backend=None):
@@ -71,11 +77,35 @@ def _compiled_reference(n, device, mode):
     return make
 
 
+def _raw_op(n, device):
+    """The op genfast.randn resolves to on ``device``, called with no wrapper."""
+    def make():
+        from .. import backend as _backend
+        which = _backend.resolve(None, device)
+        if which == "triton":
+            from ..triton import noise as _triton_noise  # noqa: F401  (registers the op)
+        op = {"cpu": "noise_normal", "cuda": "noise_normal", "triton": "noise_normal_triton",
+              "reference": "noise_normal_reference"}[which]
+        raw = getattr(torch.ops.genfast, op).default
+        buf = torch.empty(n, dtype=torch.float32, device=device)
+        return lambda: raw(buf, SEED, 0, 0)
+    return make
+
+
+def overhead_case(device: torch.device) -> Case:
+    n = OVERHEAD_NUMEL
+    return Case("noise", "randn", n, "overhead",
+                [Provider("genfast", _genfast(n, device, "out=")),
+                 Provider("raw op", _raw_op(n, device)),
+                 Provider("torch.randn", _torch(n, device, "out="))],
+                overhead_of="raw op")
+
+
 def cases(device: torch.device, full: bool = False, sizes=None) -> list[Case]:
     """The noise cases for ``device``: QUICK_SIZES or FULL_SIZES unless ``sizes``."""
     device = torch.device(device)
     sizes = tuple(sizes) if sizes else (FULL_SIZES if full else QUICK_SIZES)
-    out = []
+    out = [overhead_case(device)]
     for n in sizes:
         for mode in MODES:
             providers = [Provider("genfast", _genfast(n, device, mode)),

@@ -75,6 +75,9 @@ class Case:
     bytes_moved: int | None = None
     baseline: str = "genfast"
     floor_copy: str = "clone"  # which copy is the floor: "clone" or "copy_" (see above)
+    # For "overhead" cases: the provider calling the raw op; the baseline's row
+    # then reports how much its Python wrapper adds (overhead_us).
+    overhead_of: str | None = None
 
 
 @dataclass
@@ -92,6 +95,7 @@ class Row:
     ratio: float | None = None
     floor_fraction: float | None = None
     skipped: str | None = None
+    overhead_us: float | None = None  # wrapper time over the raw op (overhead cases)
 
 
 @dataclass
@@ -258,6 +262,9 @@ def run_cases(cases: list[Case], device: torch.device, s: Settings,
                 floor_ms = case.bytes_moved / (gbps * 1e9) * 1e3
                 row.floor_fraction = floor_ms / row.median_ms
         base = rows.get(case.baseline)
+        raw = rows.get(case.overhead_of) if case.overhead_of else None
+        if base is not None and raw is not None and None not in (base.median_ms, raw.median_ms):
+            base.overhead_us = (base.median_ms - raw.median_ms) * 1e3
         for row in rows.values():
             if row.median_ms is not None and base is not None and base.median_ms:
                 row.ratio = row.median_ms / base.median_ms
