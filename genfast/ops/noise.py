@@ -112,6 +112,8 @@ def randn(shape, *, seed: int, stream: int = 0, sample_offset: int = 0, dtype=No
                                                          _ref.split_items(shape)[0])
         out = new_output("genfast.randn", shape, dtype, device)
     else:
+        if type(shape) is int:
+            shape = (shape,)
         if (type(shape) not in _SHAPE_TYPES or out.shape != shape or out.dtype not in FLOAT_DTYPES
                 or (dtype is not None and dtype != out.dtype)):
             check_out("genfast.randn", out, check_shape("shape", shape), dtype)
