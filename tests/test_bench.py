@@ -143,3 +143,73 @@ def test_bad_arguments_from_the_command_line():
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines() == [
         "genfast bench: --sizes: '1X' is not a positive element count (e.g. 4096, 64K, 1M)"]
+
+
+# ------------------------------------------------------------------ selection, Markdown, --compare
+def _quick_run(tmp_path, *extra):
+    path = tmp_path / "run.json"
+    rc = genfast.cli.main(["bench", "--device", "cpu", "--sizes", "4096", "--op", "randn",
+                           "--size", "4K", "--provider", "torch.randn", "--json", str(path),
+                           *extra])
+    return rc, path
+
+
+def test_selection_and_markdown(tmp_path, capsys):
+    md = tmp_path / "report.md"
+    rc, path = _quick_run(tmp_path, "--markdown", str(md))
+    assert rc == 0
+    rows = json.loads(path.read_text())["rows"]
+    assert {(r["size"], r["provider"]) for r in rows} == {("4K", "genfast"), ("4K", "torch.randn")}
+    text = md.read_text()
+    assert text.startswith("## genfast bench (quick)")
+    table = [line for line in text.splitlines() if line.startswith("| randn")]
+    assert len(table) == 4 and all(line.count("|") == 9 for line in table)
+
+
+def test_compare_catches_a_planted_regression(tmp_path, capsys):
+    rc, path = _quick_run(tmp_path)
+    assert rc == 0
+    doc = json.loads(path.read_text())
+    # Plant it: the baseline says genfast's out= row used to take a tenth of the time.
+    for r in doc["rows"]:
+        r["median_ms"] *= 10
+        if r["provider"] == "genfast" and r["mode"] == "out=":
+            r["median_ms"] /= 100
+    base = tmp_path / "base.json"
+    base.write_text(json.dumps(doc))
+    capsys.readouterr()
+    rc, _ = _quick_run(tmp_path, "--compare", str(base), "--threshold", "50")
+    out = capsys.readouterr().out
+    assert rc == 1, out
+    slower = [line for line in out.splitlines() if "SLOWER" in line]
+    assert len(slower) == 1 and "randn 4K out= genfast" in slower[0], out
+    assert "1 of 4 rows slower than the baseline by more than 50%" in out
+
+
+def test_compare_passes_without_regression(tmp_path, capsys):
+    rc, path = _quick_run(tmp_path)
+    doc = json.loads(path.read_text())
+    for r in doc["rows"]:
+        r["median_ms"] *= 100  # everything used to be far slower
+    base = tmp_path / "base.json"
+    base.write_text(json.dumps(doc))
+    rc, _ = _quick_run(tmp_path, "--compare", str(base))
+    assert rc == 0
+    assert "0 of 4 rows slower" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("content,message", [(None, "cannot read"), ("{", "not JSON"),
+                                             ('{"rows": [{"op": 1}]}', "not a `genfast bench")])
+def test_compare_bad_baseline_fails_fast(tmp_path, capsys, content, message):
+    base = tmp_path / "base.json"
+    if content is not None:
+        base.write_text(content)
+    rc = genfast.cli.main(["bench", "--compare", str(base)])
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and err.count("\n") == 1, err
+
+
+def test_unknown_selection_fails_fast(capsys):
+    rc = genfast.cli.main(["bench", "--device", "cpu", "--op", "nope"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--op: no case has nope" in err and "[" not in err

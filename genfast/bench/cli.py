@@ -12,6 +12,7 @@ timing method.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -21,7 +22,8 @@ from dataclasses import asdict
 import torch
 
 from . import SUITES
-from .runner import FULL, QUICK, Progress, Report, Settings, run_cases, size_label
+from . import compare as _compare
+from .runner import FULL, QUICK, Case, Progress, Report, Settings, run_cases, size_label
 
 
 class UsageError(ValueError):
@@ -83,7 +85,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--full", action="store_true",
                    help="longer, larger run with more providers (default: quick, < 3 min)")
     p.add_argument("--threads", type=int, metavar="N", help="torch.set_num_threads(N) first")
+    p.add_argument("--quick", action="store_true",
+                   help="the default: the whole report in a few minutes")
+    p.add_argument("--op", action="append", metavar="NAME",
+                   help="only these ops (repeatable), e.g. --op randn")
+    p.add_argument("--size", action="append", metavar="LABEL",
+                   help="only these sizes (repeatable), as the table labels them, e.g. 1M")
+    p.add_argument("--provider", action="append", metavar="NAME",
+                   help="only these providers besides genfast (repeatable), e.g. torch.randn")
     p.add_argument("--json", metavar="PATH", help="also write every row and the setup to PATH")
+    p.add_argument("--markdown", metavar="PATH",
+                   help="also write the report as Markdown (to paste into an issue)")
+    p.add_argument("--compare", metavar="BASELINE.json",
+                   help="compare each row with a saved --json run; exit 1 if any is slower "
+                        "than --threshold")
+    p.add_argument("--threshold", type=float, default=10.0, metavar="PERCENT",
+                   help="slow-down that counts as a regression with --compare (default 10)")
     # For tests and quick looks: element counts (e.g. 4096,1M) instead of the suites' own.
     p.add_argument("--sizes", help=argparse.SUPPRESS)
 
@@ -186,8 +203,14 @@ def run(args: argparse.Namespace, settings: Settings | None = None) -> int:
             raise UsageError(f"--threads must be >= 1, got {args.threads}")
         device = _device(args.device)
         sizes = _sizes(args.sizes) if args.sizes else None
+        if args.full and args.quick:
+            raise UsageError("--quick and --full exclude each other")
         _output_path("--json", args.json)
-    except UsageError as e:
+        _output_path("--markdown", args.markdown)
+        if args.threshold < 0:
+            raise UsageError(f"--threshold must be >= 0, got {args.threshold:g}")
+        baseline = _compare.load(args.compare) if args.compare else None
+    except (UsageError, _compare.BaselineError) as e:
         print(f"genfast bench: {e}", file=sys.stderr)
         return 2
     if args.threads is not None:
@@ -196,6 +219,11 @@ def run(args: argparse.Namespace, settings: Settings | None = None) -> int:
     suites = args.suite or list(SUITES)
     cases = [c for name in dict.fromkeys(suites)
              for c in SUITES[name](device, full=args.full, sizes=sizes)]
+    try:
+        cases = select(cases, args.op, args.size, args.provider)
+    except UsageError as e:
+        print(f"genfast bench: {e}", file=sys.stderr)
+        return 2
     steps = sum(len(c.providers) for c in cases)
     steps += len({c.numel for c in cases if c.bytes_moved is not None})  # copy bandwidth
     report = run_cases(cases, device, settings, Progress(steps))
@@ -210,4 +238,65 @@ def run(args: argparse.Namespace, settings: Settings | None = None) -> int:
                "rows": [{**asdict(r), **env} for r in report.rows]}
         with open(args.json, "w") as f:
             json.dump(doc, f, indent=1)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(format_markdown(report, env, mode))
+    if baseline is not None:
+        rows = [{**asdict(r), **env} for r in report.rows]
+        changes, only_now, only_base = _compare.compare(rows, baseline)
+        text, regressions = _compare.format_comparison(
+            changes, only_now, only_base, args.threshold, env, baseline.get("meta", {}))
+        print("\n" + text)
+        if regressions:
+            return 1
     return 0
+
+
+def select(cases: list[Case], ops, sizes, providers) -> list[Case]:
+    """The cases and providers asked for with --op / --size / --provider. The
+    baseline provider (genfast) is always kept, so every row has its ratio."""
+    known_ops = {c.op for c in cases}
+    known_sizes = {size_label(c.numel) for c in cases}
+    known_providers = {p.name for c in cases for p in c.providers}
+    for opt, asked, known in (("--op", ops, known_ops), ("--size", sizes, known_sizes),
+                              ("--provider", providers, known_providers)):
+        unknown = sorted(set(asked or ()) - known)
+        if unknown:
+            raise UsageError(f"{opt}: no case has {', '.join(unknown)} "
+                             f"(known: {', '.join(sorted(known))})")
+    out = []
+    for c in cases:
+        if (ops and c.op not in ops) or (sizes and size_label(c.numel) not in sizes):
+            continue
+        if providers:
+            keep = [p for p in c.providers if p.name == c.baseline or p.name in providers
+                    or p.name == c.overhead_of]
+            c = dataclasses.replace(c, providers=keep)
+        out.append(c)
+    return out
+
+
+def format_markdown(report: Report, env: dict, mode: str) -> str:
+    """The report as Markdown: setup, then one table."""
+    head = ["op", "size", "mode", "provider", "median", "p20-p80", "ratio", "floor"]
+    lines = [f"## genfast bench ({mode})", "",
+             f"- device: {env['device']} ({env['device_name']}), {env['threads']} threads",
+             f"- torch {env['torch_version']}, genfast {env['genfast_version']}, backend "
+             f"{env['backend']}" + (f", SIMD {env['cpu_isa']}" if env.get("cpu_isa") else ""),
+             "- ratio = median / genfast median of the same op, size and mode; floor = "
+             "(bytes moved / copy bandwidth) / median", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in report.rows:
+        if r.median_ms is None:
+            cells = [r.op, r.size, r.mode, r.provider, f"skipped: {r.skipped}", "", "", ""]
+        else:
+            cells = [r.op, r.size, r.mode, r.provider, _fmt_time(r.median_ms),
+                     f"{_fmt_time(r.p20_ms)} - {_fmt_time(r.p80_ms)}", _fmt_ratio(r.ratio),
+                     _fmt_fraction(r.floor_fraction)]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    over = [r for r in report.rows if r.overhead_us is not None]
+    if over:
+        lines.append("")
+        lines += [f"- wrapper overhead: {r.op} {r.size} costs {r.overhead_us:+.2f} us over the "
+                  f"raw op" for r in over]
+    return "\n".join(lines) + "\n"
