@@ -213,3 +213,13 @@ def test_unknown_selection_fails_fast(capsys):
     rc = genfast.cli.main(["bench", "--device", "cpu", "--op", "nope"])
     err = capsys.readouterr().err
     assert rc == 2 and "--op: no case has nope" in err and "[" not in err
+
+
+def test_plot(tmp_path):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "bench.png"
+    rc = genfast.cli.main(["bench", "--device", "cpu", "--sizes", "1024,4096", "--op", "randn",
+                           "--provider", "torch.randn", "--plot", str(png)])
+    assert rc == 0
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000

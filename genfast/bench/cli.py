@@ -23,6 +23,7 @@ import torch
 
 from . import SUITES
 from . import compare as _compare
+from . import plot as _plot
 from .runner import FULL, QUICK, Case, Progress, Report, Settings, run_cases, size_label
 
 
@@ -96,6 +97,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", metavar="PATH", help="also write every row and the setup to PATH")
     p.add_argument("--markdown", metavar="PATH",
                    help="also write the report as Markdown (to paste into an issue)")
+    p.add_argument("--plot", metavar="PATH.png",
+                   help="also draw the speed-ups and time against size (needs matplotlib)")
     p.add_argument("--compare", metavar="BASELINE.json",
                    help="compare each row with a saved --json run; exit 1 if any is slower "
                         "than --threshold")
@@ -207,6 +210,9 @@ def run(args: argparse.Namespace, settings: Settings | None = None) -> int:
             raise UsageError("--quick and --full exclude each other")
         _output_path("--json", args.json)
         _output_path("--markdown", args.markdown)
+        _output_path("--plot", args.plot)
+        if args.plot and not _plot.available():
+            raise UsageError("--plot needs matplotlib: pip install 'genfast[plot]'")
         if args.threshold < 0:
             raise UsageError(f"--threshold must be >= 0, got {args.threshold:g}")
         baseline = _compare.load(args.compare) if args.compare else None
@@ -241,6 +247,10 @@ def run(args: argparse.Namespace, settings: Settings | None = None) -> int:
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write(format_markdown(report, env, mode))
+    if args.plot:
+        _plot.plot([asdict(r) for r in report.rows], args.plot,
+                   f"genfast bench ({mode}) on {env['device']} ({env['device_name']}), "
+                   f"{env['threads']} threads, torch {env['torch_version']}")
     if baseline is not None:
         rows = [{**asdict(r), **env} for r in report.rows]
         changes, only_now, only_base = _compare.compare(rows, baseline)
