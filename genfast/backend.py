@@ -25,25 +25,28 @@ BACKENDS = ("auto", "reference", "cpu", "cuda", "triton")
 _default = "auto"  # set_backend: process-wide
 
 
-class _Scopes(threading.local):
-    """This thread's open `use_backend` scopes, innermost last.
-
-    A threading.local rather than a ContextVar: torch.compile cannot read a
-    ContextVar (it stops with "unsupported"), while it reads an attribute of a
-    threading.local and guards on it in the calling thread.
-    """
+class _ScopeStack:
+    """One thread's open `use_backend` scopes, innermost last."""
 
     def __init__(self):
         self.open: list[tuple[object, str]] = []  # (scope token, backend)
         self.current: str | None = None  # backend of the innermost open scope
 
 
+class _Scopes(threading.local):
+    """Per thread: its _ScopeStack, made on the first `use_backend`.
+
+    A threading.local rather than a ContextVar: torch.compile cannot read a
+    ContextVar (it stops with "unsupported"), while it reads an attribute of a
+    threading.local and guards on it in the calling thread. The default is a
+    class attribute (no __init__), so reading it costs what a plain attribute
+    read does: every op call reads it.
+    """
+
+    stack: _ScopeStack | None = None
+
+
 _scopes = _Scopes()
-# Scopes open in all threads together. While it is 0 (the common case) no
-# thread-local needs reading: that read costs ~0.3 us, and every op call
-# resolves its backend.
-_open_scopes = 0
-_open_lock = threading.Lock()
 
 
 class BackendUnavailableError(RuntimeError):
@@ -108,10 +111,10 @@ def set_backend(name: str) -> None:
 def get_backend() -> str:
     """The backend in force in this thread: the innermost open `use_backend`
     scope, else the process-wide default."""
-    if not _open_scopes:
+    stack = _scopes.stack
+    if stack is None or stack.current is None:
         return _default
-    current = _scopes.current
-    return _default if current is None else current
+    return stack.current
 
 
 @contextlib.contextmanager
@@ -126,19 +129,19 @@ def use_backend(name: str):
     _check_name(name)
     if name != "auto":
         _require(name)
-    global _open_scopes
-    scopes, token = _scopes, object()  # the opening thread's, even if closed elsewhere
-    scopes.open.append((token, name))
-    scopes.current = name
-    with _open_lock:
-        _open_scopes += 1
+    # The stack is the opening thread's, also if a generator holding the scope
+    # is closed from another thread.
+    stack = _scopes.stack
+    if stack is None:
+        stack = _scopes.stack = _ScopeStack()
+    token = object()
+    stack.open.append((token, name))
+    stack.current = name
     try:
         yield
     finally:
-        scopes.open[:] = [s for s in scopes.open if s[0] is not token]
-        scopes.current = scopes.open[-1][1] if scopes.open else None
-        with _open_lock:
-            _open_scopes -= 1
+        stack.open[:] = [s for s in stack.open if s[0] is not token]
+        stack.current = stack.open[-1][1] if stack.open else None
 
 
 # (backend asked for, device type) -> backend that runs. Every op call

@@ -173,7 +173,6 @@ def test_overlapping_scopes_in_two_threads_restore():
         t.join(20)
     assert seen == {"a": "reference", "b": "auto", "b_after": "auto"}
     assert genfast.get_backend() == "auto"
-    assert B._open_scopes == 0
 
 
 def test_scope_is_local_to_its_thread():
@@ -201,7 +200,7 @@ def test_scopes_closing_out_of_order():
     outer.close()  # the outer scope closes first
     assert genfast.get_backend() == "auto"
     inner.close()
-    assert genfast.get_backend() == "auto" and B._scopes.open == []
+    assert genfast.get_backend() == "auto" and B._scopes.stack.open == []
     next(outer := scoped("reference"))
     assert genfast.get_backend() == "reference"
     outer.close()
@@ -282,3 +281,21 @@ def test_disable_extension_unknown_value_warns():
     r = run_python("import genfast", GENFAST_DISABLE_EXTENSION="maybe")
     assert r.returncode == 0, r.stderr
     assert r.stderr.count("GenfastConfigWarning") == 1 and "'maybe'" in r.stderr, r.stderr
+
+
+def test_scope_closed_from_another_thread():
+    """A generator holding a scope, closed from another thread, closes its own
+    thread's scope, not the closer's."""
+    import threading
+
+    def scoped():
+        with genfast.use_backend("reference"):
+            yield
+
+    g = scoped()
+    next(g)
+    assert genfast.get_backend() == "reference"
+    t = threading.Thread(target=g.close)
+    t.start()
+    t.join(10)
+    assert genfast.get_backend() == "auto"
