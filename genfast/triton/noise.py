@@ -85,13 +85,13 @@ def _log_pos(x):
     x = m 2^e with m in [sqrt(1/2), sqrt(2)); ln x = e ln2 + ln(1 + f),
     f = m - 1, Cephes logf polynomial; ln2 split in two so e*ln2 is exact.
     """
-    b = x.to(tl.uint32, bitcast=True)
-    e = (b >> 23).to(tl.int32) - 126
-    m = ((b & 0x007FFFFF) | 0x3F000000).to(tl.float32, bitcast=True)
-    low = m < 0.707106781186547524
-    e = tl.where(low, e - 1, e)
-    # Both branches are exact; the select keeps the kernel branch-free.
-    f = tl.where(low, (m + m) - 1.0, m - 1.0)
+    # Integer reduction with no select (musl's logf trick): subtracting the
+    # bits of sqrt(1/2) borrows from the exponent exactly when the mantissa is
+    # below sqrt(1/2)'s. x > 0, so the int32 difference cannot overflow.
+    ix = x.to(tl.int32, bitcast=True) - 0x3F3504F3
+    e = ix >> 23
+    m = ((ix & 0x007FFFFF) + 0x3F3504F3).to(tl.float32, bitcast=True)
+    f = m - 1.0  # exact
     z = f * f
     p = 7.0376836292e-2 * f - 1.1514610310e-1
     p = p * f + 1.1676998740e-1

@@ -45,13 +45,19 @@ GENFAST_HD float uint_to_uniform(uint32_t w) {
 // with the Cephes logf minimax polynomial for ln(1 + f). ln2 is split in two so
 // that e*ln2 adds no rounding error. Relative error ~1 ulp, also near x = 1
 // where r = sqrt(-2 ln x) is most sensitive.
+//
+// The reduction is integer arithmetic with no select (musl's logf trick):
+// subtracting the bits of sqrt(1/2) borrows from the exponent exactly when the
+// mantissa is below sqrt(1/2)'s, so e and m come out already adjusted. (A
+// `low ? a : b` select here let GCC duplicate the whole polynomial and sqrt
+// for both arms and blend at the end: twice the work.)
 GENFAST_HD float log_pos(float x) {
-  const uint32_t b = f32_bits(x);
-  int32_t e = (int32_t)(b >> 23) - 126;                  // x = m * 2^e, m in [0.5, 1)
-  const float m = bits_f32((b & 0x007fffffu) | 0x3f000000u);
-  const bool low = m < 0.707106781186547524f;
-  e = low ? e - 1 : e;
-  const float f = low ? (m + m) - 1.0f : m - 1.0f;       // both exact
+  // x > 0, so the int32 difference cannot overflow; >> is arithmetic (defined so
+  // since C++20, and what every compiler we build with, nvcc included, does).
+  const int32_t ix = (int32_t)f32_bits(x) - 0x3f3504f3;  // 0x3f3504f3 = sqrt(1/2)
+  const int32_t e = ix >> 23;                            // x = m * 2^e
+  const float m = bits_f32((uint32_t)((ix & 0x007fffff) + 0x3f3504f3));  // [sqrt(1/2), sqrt(2))
+  const float f = m - 1.0f;                              // exact
   const float z = f * f;
   float p = 7.0376836292e-2f;
   p = p * f - 1.1514610310e-1f;
