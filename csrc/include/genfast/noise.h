@@ -32,12 +32,36 @@ GENFAST_HD float bits_f32(uint32_t u) {
 #endif
 }
 
+// The math below is written once, generic over the "lanes" type L that does
+// the arithmetic: ScalarLanes (plain float / int32_t: CUDA, one value at a
+// time) or a CPU SIMD type (csrc/cpu/noise.cpp: GCC vector extensions, N
+// floats per value). L supplies only what C++ operators cannot say alike for
+// both: L::F / L::I (float and int32 value types), bits / from_bits
+// (reinterpretation), to_float / to_int (int32 <-> float conversion), splat
+// and sqrt (IEEE, correctly rounded). Every float operation is an operator on
+// L::F, element-wise IEEE, in the same order for every L: the same bits on
+// every CPU ISA, on CUDA (--fmad=false) and in Triton (genfast/triton/noise.py
+// mirrors these functions op for op). The CPU loops pass several registers'
+// worth of lanes at once, so the independent dependency chains of the long
+// polynomials interleave instruction by instruction.
+struct ScalarLanes {
+  using F = float;
+  using I = int32_t;
+  GENFAST_HD I bits(F f) { return (int32_t)f32_bits(f); }
+  GENFAST_HD F from_bits(I i) { return bits_f32((uint32_t)i); }
+  GENFAST_HD F to_float(I i) { return (float)i; }
+  GENFAST_HD I to_int(F f) { return (int32_t)f; }  // only ever given integral values
+  GENFAST_HD F splat(float x) { return x; }
+  GENFAST_HD F sqrt(F x) { return GENFAST_SQRTF(x); }
+};
+
 // Triton's uint_to_uniform_float: fold the sign away (i < 0 -> ~i) and scale
 // by ~2^-31. The result lies in [0, 1]: the largest words round up to 1.0f.
-GENFAST_HD float uint_to_uniform(uint32_t w) {
-  const int32_t i = (int32_t)w;
-  const int32_t folded = i ^ (i >> 31);  // == (i < 0 ? ~i : i)
-  return (float)folded * 4.6566127342e-10f;
+// The word comes as its int32 bit pattern.
+template <class L>
+GENFAST_HD typename L::F uniform_t(typename L::I i) {
+  const typename L::I folded = i ^ (i >> 31);  // == (i < 0 ? ~i : i)
+  return L::to_float(folded) * 4.6566127342e-10f;
 }
 
 // Natural log for positive normal floats (we only need [1e-7, 1]).
@@ -51,15 +75,18 @@ GENFAST_HD float uint_to_uniform(uint32_t w) {
 // mantissa is below sqrt(1/2)'s, so e and m come out already adjusted. (A
 // `low ? a : b` select here let GCC duplicate the whole polynomial and sqrt
 // for both arms and blend at the end: twice the work.)
-GENFAST_HD float log_pos(float x) {
+template <class L>
+GENFAST_HD typename L::F log_pos_t(typename L::F x) {
+  using F = typename L::F;
+  using I = typename L::I;
   // x > 0, so the int32 difference cannot overflow; >> is arithmetic (defined so
   // since C++20, and what every compiler we build with, nvcc included, does).
-  const int32_t ix = (int32_t)f32_bits(x) - 0x3f3504f3;  // 0x3f3504f3 = sqrt(1/2)
-  const int32_t e = ix >> 23;                            // x = m * 2^e
-  const float m = bits_f32((uint32_t)((ix & 0x007fffff) + 0x3f3504f3));  // [sqrt(1/2), sqrt(2))
-  const float f = m - 1.0f;                              // exact
-  const float z = f * f;
-  float p = 7.0376836292e-2f;
+  const I ix = L::bits(x) - 0x3f3504f3;                  // 0x3f3504f3 = sqrt(1/2)
+  const I e = ix >> 23;                                  // x = m * 2^e
+  const F m = L::from_bits((ix & 0x007fffff) + 0x3f3504f3);  // [sqrt(1/2), sqrt(2))
+  const F f = m - 1.0f;                                  // exact
+  const F z = f * f;
+  F p = L::splat(7.0376836292e-2f);
   p = p * f - 1.1514610310e-1f;
   p = p * f + 1.1676998740e-1f;
   p = p * f - 1.2420140846e-1f;
@@ -68,68 +95,93 @@ GENFAST_HD float log_pos(float x) {
   p = p * f + 2.0000714765e-1f;
   p = p * f - 2.4999993993e-1f;
   p = p * f + 3.3333331174e-1f;
-  const float ef = (float)e;
-  float y = p * f * z;
+  const F ef = L::to_float(e);
+  F y = p * f * z;
   y = y + ef * -2.12194440e-4f;
   y = y - 0.5f * z;
-  float r = f + y;
+  F r = f + y;
   r = r + ef * 0.693359375f;
   return r;
 }
 
 // Round to nearest (ties to even) for |v| < 2^22, with no libm call: adding
 // 1.5 * 2^23 pushes the fraction bits out of the mantissa.
-GENFAST_HD float round_small(float v) {
+template <class F>
+GENFAST_HD F round_small_t(F v) {
   const float magic = 12582912.0f;
   return (v + magic) - magic;
 }
 
-struct SinCos {
-  float s, c;
+template <class F>
+struct SinCosT {
+  F s, c;
 };
+using SinCos = SinCosT<float>;
 
 // sin and cos of 2*pi*u for u in [0, 1]. Reducing in turns rather than radians
 // is exact: x = u - round(u) and y = x - q/4 lose no bits, so only the final
 // y * 2pi is rounded. Cephes sinf/cosf polynomials on [-pi/4, pi/4], then the
 // quadrant q picks and signs the pair.
-GENFAST_HD SinCos sincos_2pi(float u) {
-  const float x = u - round_small(u);            // [-0.5, 0.5]
-  const float qf = round_small(4.0f * x);        // quadrant, -2..2
-  const float a = (x - 0.25f * qf) * 6.28318530717958648f;  // [-pi/4, pi/4]
-  const float z = a * a;
-  float ps = -1.9515295891e-4f;
+template <class L>
+GENFAST_HD SinCosT<typename L::F> sincos_2pi_t(typename L::F u) {
+  using F = typename L::F;
+  using I = typename L::I;
+  const F x = u - round_small_t(u);              // [-0.5, 0.5]
+  const F qf = round_small_t(4.0f * x);          // quadrant, -2..2
+  const F a = (x - 0.25f * qf) * 6.28318530717958648f;  // [-pi/4, pi/4]
+  const F z = a * a;
+  F ps = L::splat(-1.9515295891e-4f);
   ps = ps * z + 8.3321608736e-3f;
   ps = ps * z - 1.6666654611e-1f;
-  const float s = a + a * z * ps;
-  float pc = 2.443315711809948e-5f;
+  const F s = a + a * z * ps;
+  F pc = L::splat(2.443315711809948e-5f);
   pc = pc * z - 1.388731625493765e-3f;
   pc = pc * z + 4.166664568298827e-2f;
-  const float c = (1.0f - 0.5f * z) + z * z * pc;
-  const uint32_t q = (uint32_t)(int32_t)qf;      // two's complement: q & 3 is the quadrant
-  const bool swap = (q & 1u) != 0u;
-  const uint32_t sin_sign = (q & 2u) << 30;
-  const uint32_t cos_sign = ((q + 1u) & 2u) << 30;
-  SinCos r;
-  r.s = bits_f32(f32_bits(swap ? c : s) ^ sin_sign);
-  r.c = bits_f32(f32_bits(swap ? s : c) ^ cos_sign);
+  const F c = (1.0f - 0.5f * z) + z * z * pc;
+  const I q = L::to_int(qf);                     // two's complement: q & 3 is the quadrant
+  // Odd quadrants swap sin and cos: integer bit operations rather than a
+  // select (a `?:` on wide GCC vectors is split up lane by lane).
+  const I bs = L::bits(s), bc = L::bits(c);
+  const I swap = (bs ^ bc) & -(q & 1);           // -(q & 1): all ones in odd quadrants
+  const I sin_sign = (q & 2) << 30;              // 0 or the sign bit
+  const I cos_sign = ((q + 1) & 2) << 30;
+  SinCosT<F> r;
+  r.s = L::from_bits((bs ^ swap) ^ sin_sign);
+  r.c = L::from_bits((bc ^ swap) ^ cos_sign);
   return r;
+}
+
+// Box-Muller on one pair of words (int32 bit patterns):
+// r = sqrt(-2 ln max(1e-7, u1)), theta = 2 pi u2.
+template <class L>
+GENFAST_HD SinCosT<typename L::F> box_muller_t(typename L::I w1, typename L::I w2) {
+  using F = typename L::F;
+  // u1 = max(1e-7, u1), on the bits: u1 >= 0, so its bits order like the
+  // float (and a `?:` on wide GCC vectors is split up lane by lane).
+  using I = typename L::I;
+  const I b1 = L::bits(uniform_t<L>(w1));
+  const I below = (b1 - 0x33d6bf95) >> 31;       // 0x33d6bf95 = 1e-7f; all ones where u1 < 1e-7
+  const F u1 = L::from_bits(b1 ^ ((b1 ^ 0x33d6bf95) & below));
+  const F r = L::sqrt(-2.0f * log_pos_t<L>(u1));
+  const SinCosT<F> t = sincos_2pi_t<L>(uniform_t<L>(w2));
+  SinCosT<F> n;
+  n.c = r * t.c;  // n_a
+  n.s = r * t.s;  // n_b
+  return n;
+}
+
+// The scalar forms.
+GENFAST_HD float uint_to_uniform(uint32_t w) { return uniform_t<ScalarLanes>((int32_t)w); }
+GENFAST_HD float log_pos(float x) { return log_pos_t<ScalarLanes>(x); }
+GENFAST_HD float round_small(float v) { return round_small_t(v); }
+GENFAST_HD SinCos sincos_2pi(float u) { return sincos_2pi_t<ScalarLanes>(u); }
+GENFAST_HD SinCos box_muller(uint32_t w1, uint32_t w2) {
+  return box_muller_t<ScalarLanes>((int32_t)w1, (int32_t)w2);
 }
 
 struct F32x4 {
   float x, y, z, w;
 };
-
-// Box-Muller on one pair of words: r = sqrt(-2 ln max(1e-7, u1)), theta = 2 pi u2.
-GENFAST_HD SinCos box_muller(uint32_t w1, uint32_t w2) {
-  float u1 = uint_to_uniform(w1);
-  u1 = u1 < 1e-7f ? 1e-7f : u1;
-  const float r = GENFAST_SQRTF(-2.0f * log_pos(u1));
-  const SinCos t = sincos_2pi(uint_to_uniform(w2));
-  SinCos n;
-  n.c = r * t.c;  // n_a
-  n.s = r * t.s;  // n_b
-  return n;
-}
 
 // The four normals of counter (quad, sample, stream, 0): elements 4*quad + 0..3
 // of item `sample` are (n_a(w0,w1), n_b(w0,w1), n_a(w2,w3), n_b(w2,w3)).
