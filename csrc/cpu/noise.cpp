@@ -10,10 +10,6 @@
 #include "genfast/noise.h"
 #include "philox_simd.h"
 
-// Wide GCC vectors (VecLanes below) would warn that passing them by value
-// has ABI differences; they are only ever used inlined.
-#pragma GCC diagnostic ignored "-Wpsabi"
-
 #if defined(__SSE2__) || defined(__AVX__) || defined(__AVX512F__)
 #include <immintrin.h>
 #endif
@@ -25,11 +21,11 @@
 namespace genfast::cpu::GENFAST_CPU_ISA {
 namespace {
 
-// The lanes type for noise.h's math (see ScalarLanes there): N floats as a GCC
-// vector, N two native registers' worth. The compiler splits every operation
-// into per-register instructions next to each other, so two independent
-// dependency chains interleave through the long polynomials (one chain alone
-// is latency-bound). Element-wise IEEE operations: the bits are the scalar ones.
+// The lanes type for noise.h's math (see ScalarLanes there): kBmChains native
+// SIMD registers (GCC vector extensions) side by side, each operator applied
+// to all of them in turn, so kBmChains independent dependency chains run
+// through the long polynomials interleaved (one chain alone is latency-bound).
+// Element-wise IEEE operations: the bits are the scalar ones.
 #if defined(__AVX512F__)
 constexpr int kNativeFloats = 16;
 #elif defined(__AVX__)
@@ -37,39 +33,106 @@ constexpr int kNativeFloats = 8;
 #else
 constexpr int kNativeFloats = 4;  // SSE2 on x86-64, NEON on aarch64
 #endif
-constexpr int kBmLanes = 2 * kNativeFloats;
+typedef float NativeF __attribute__((vector_size(4 * kNativeFloats)));
+typedef int32_t NativeI __attribute__((vector_size(4 * kNativeFloats)));
+// Two chains for AVX2 / AVX-512 (four spill on AVX2's 16 registers and run
+// slower); four for the 4-lane SSE2 / NEON registers (measured faster there).
+constexpr int kBmChains = kNativeFloats == 4 ? 4 : 2;
+constexpr int kBmLanes = kBmChains * kNativeFloats;
+
+template <class V>
+struct Multi {
+  V v[kBmChains];
+};
+
+// Multi op Multi, Multi op scalar, scalar op Multi (partial ordering picks the
+// first for two Multis).
+#define GENFAST_MULTI_BINOP(op)                                                \
+  template <class V>                                                           \
+  inline Multi<V> operator op(const Multi<V>& x, const Multi<V>& y) {          \
+    Multi<V> r;                                                                \
+    for (int k = 0; k < kBmChains; ++k) r.v[k] = x.v[k] op y.v[k];             \
+    return r;                                                                  \
+  }                                                                            \
+  template <class V, class S>                                                  \
+  inline Multi<V> operator op(const Multi<V>& x, S y) {                        \
+    Multi<V> r;                                                                \
+    for (int k = 0; k < kBmChains; ++k) r.v[k] = x.v[k] op y;                  \
+    return r;                                                                  \
+  }                                                                            \
+  template <class V, class S>                                                  \
+  inline Multi<V> operator op(S x, const Multi<V>& y) {                        \
+    Multi<V> r;                                                                \
+    for (int k = 0; k < kBmChains; ++k) r.v[k] = x op y.v[k];                  \
+    return r;                                                                  \
+  }
+GENFAST_MULTI_BINOP(+)
+GENFAST_MULTI_BINOP(-)
+GENFAST_MULTI_BINOP(*)
+GENFAST_MULTI_BINOP(&)
+GENFAST_MULTI_BINOP(^)
+GENFAST_MULTI_BINOP(>>)
+GENFAST_MULTI_BINOP(<<)
+#undef GENFAST_MULTI_BINOP
+
+template <class V>
+inline Multi<V> operator-(const Multi<V>& x) {
+  Multi<V> r;
+  for (int k = 0; k < kBmChains; ++k) r.v[k] = -x.v[k];
+  return r;
+}
 
 struct VecLanes {
-  typedef float F __attribute__((vector_size(4 * kBmLanes)));
-  typedef int32_t I __attribute__((vector_size(4 * kBmLanes)));
-  static inline I bits(F f) { return (I)f; }  // same-size vector cast: reinterpret
-  static inline F from_bits(I i) { return (F)i; }
-  static inline F to_float(I i) { return __builtin_convertvector(i, F); }
-  static inline I to_int(F f) { return __builtin_convertvector(f, I); }
-  static inline F splat(float x) { return F{} + x; }
-  static inline F sqrt(F x) {
-#if defined(__AVX512F__)
-    union { F v; __m512 h[kBmLanes / 16]; } u;
-    u.v = x;
-    for (auto& h : u.h) h = _mm512_sqrt_ps(h);
-#elif defined(__AVX__)
-    union { F v; __m256 h[kBmLanes / 8]; } u;
-    u.v = x;
-    for (auto& h : u.h) h = _mm256_sqrt_ps(h);
-#elif defined(__SSE2__)
-    union { F v; __m128 h[kBmLanes / 4]; } u;
-    u.v = x;
-    for (auto& h : u.h) h = _mm_sqrt_ps(h);
-#else
-    union { F v; float h[kBmLanes]; } u;
-    u.v = x;
-    for (auto& h : u.h) h = __builtin_sqrtf(h);
-#endif
-    return u.v;
+  using F = Multi<NativeF>;
+  using I = Multi<NativeI>;
+  static inline I bits(const F& f) {
+    I r;
+    for (int k = 0; k < kBmChains; ++k) r.v[k] = (NativeI)f.v[k];  // reinterpret
+    return r;
   }
-  // Whole-vector loads and stores from the block's aligned arrays.
-  typedef int32_t IMem __attribute__((vector_size(4 * kBmLanes), may_alias));
-  typedef float FMem __attribute__((vector_size(4 * kBmLanes), may_alias));
+  static inline F from_bits(const I& i) {
+    F r;
+    for (int k = 0; k < kBmChains; ++k) r.v[k] = (NativeF)i.v[k];
+    return r;
+  }
+  static inline F to_float(const I& i) {
+    F r;
+    for (int k = 0; k < kBmChains; ++k) r.v[k] = __builtin_convertvector(i.v[k], NativeF);
+    return r;
+  }
+  static inline I to_int(const F& f) {
+    I r;
+    for (int k = 0; k < kBmChains; ++k) r.v[k] = __builtin_convertvector(f.v[k], NativeI);
+    return r;
+  }
+  static inline F splat(float x) {
+    F r;
+    for (int k = 0; k < kBmChains; ++k) r.v[k] = NativeF{} + x;
+    return r;
+  }
+  static inline F sqrt(const F& x) {
+    F r;
+    for (int k = 0; k < kBmChains; ++k) {
+#if defined(__AVX512F__)
+      r.v[k] = (NativeF)_mm512_sqrt_ps((__m512)x.v[k]);
+#elif defined(__AVX__)
+      r.v[k] = (NativeF)_mm256_sqrt_ps((__m256)x.v[k]);
+#elif defined(__SSE2__)
+      r.v[k] = (NativeF)_mm_sqrt_ps((__m128)x.v[k]);
+#else
+      for (int i = 0; i < kNativeFloats; ++i) r.v[k][i] = __builtin_sqrtf(x.v[k][i]);
+#endif
+    }
+    return r;
+  }
+  static inline I load(const uint32_t* p) {
+    I r;
+    for (int k = 0; k < kBmChains; ++k) memcpy(&r.v[k], p + k * kNativeFloats, sizeof r.v[k]);
+    return r;
+  }
+  static inline void store(float* p, const F& x) {
+    for (int k = 0; k < kBmChains; ++k) memcpy(p + k * kNativeFloats, &x.v[k], sizeof x.v[k]);
+  }
 };
 
 // Counters per block: 4 AVX-512 or 8 AVX2 registers per Philox word, enough
@@ -82,8 +145,8 @@ inline void normals_block(const uint32_t* quad, const uint32_t* sample, uint32_t
                           uint32_t k0, uint32_t k1, float* out) {
   alignas(64) uint32_t c2[W], c3[W];
   // u1 words (w0 | w2) and u2 words (w1 | w3): Box-Muller then runs over 2W pairs
-  alignas(128) uint32_t u1[2 * W], u2[2 * W];  // 128: VecLanes loads whole (up to 128-byte) vectors
-  alignas(128) float na[2 * W], nb[2 * W];
+  alignas(64) uint32_t u1[2 * W], u2[2 * W];
+  alignas(64) float na[2 * W], nb[2 * W];
   for (int l = 0; l < W; ++l) {
     c2[l] = stream;
     c3[l] = 0u;
@@ -91,11 +154,10 @@ inline void normals_block(const uint32_t* quad, const uint32_t* sample, uint32_t
   philox_lanes<W>(quad, sample, c2, c3, k0, k1, u1, u2, u1 + W, u2 + W);
   static_assert((2 * W) % kBmLanes == 0, "Box-Muller runs whole lane vectors");
   for (int l = 0; l < 2 * W; l += kBmLanes) {
-    const VecLanes::I w1 = *reinterpret_cast<const VecLanes::IMem*>(u1 + l);
-    const VecLanes::I w2 = *reinterpret_cast<const VecLanes::IMem*>(u2 + l);
-    const SinCosT<VecLanes::F> n = box_muller_t<VecLanes>(w1, w2);
-    *reinterpret_cast<VecLanes::FMem*>(na + l) = n.c;
-    *reinterpret_cast<VecLanes::FMem*>(nb + l) = n.s;
+    const SinCosT<VecLanes::F> n =
+        box_muller_t<VecLanes>(VecLanes::load(u1 + l), VecLanes::load(u2 + l));
+    VecLanes::store(na + l, n.c);
+    VecLanes::store(nb + l, n.s);
   }
   for (int l = 0; l < W; ++l) {
     out[4 * l + 0] = na[l];
