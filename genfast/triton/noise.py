@@ -83,7 +83,8 @@ def _log_pos(x):
     """ln x for positive normal float32 x, as genfast::log_pos (noise.h).
 
     x = m 2^e with m in [sqrt(1/2), sqrt(2)); ln x = e ln2 + ln(1 + f),
-    f = m - 1, Cephes logf polynomial; ln2 split in two so e*ln2 is exact.
+    f = m - 1, ln(1 + f) = f - f^2/2 + f^3 P(f) with P of degree 5 (see
+    noise.h for the fit); ln2 split in two so e*ln2 is exact.
     """
     # Integer reduction with no select (musl's logf trick): subtracting the
     # bits of sqrt(1/2) borrows from the exponent exactly when the mantissa is
@@ -93,14 +94,11 @@ def _log_pos(x):
     m = ((ix & 0x007FFFFF) + 0x3F3504F3).to(tl.float32, bitcast=True)
     f = m - 1.0  # exact
     z = f * f
-    p = 7.0376836292e-2 * f - 1.1514610310e-1
-    p = p * f + 1.1676998740e-1
-    p = p * f - 1.2420140846e-1
-    p = p * f + 1.4249322787e-1
-    p = p * f - 1.6668057665e-1
-    p = p * f + 2.0000714765e-1
-    p = p * f - 2.4999993993e-1
-    p = p * f + 3.3333331174e-1
+    p = -1.0224199295e-1 * f + 1.6141176224e-1
+    p = p * f - 1.7166906595e-1
+    p = p * f + 1.9910238683e-1
+    p = p * f - 2.4980573356e-1
+    p = p * f + 3.3334690332e-1
     ef = e.to(tl.float32)
     # Same association as the C++ ((p * f) * z) so the rounding is the same.
     y = p * f * z
