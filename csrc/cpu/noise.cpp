@@ -110,6 +110,21 @@ struct VecLanes {
     for (int k = 0; k < kBmChains; ++k) r.v[k] = NativeF{} + x;
     return r;
   }
+  static inline F max(const F& x, float y) {
+    F r;
+    for (int k = 0; k < kBmChains; ++k) {
+#if defined(__AVX512F__)
+      r.v[k] = (NativeF)_mm512_max_ps((__m512)x.v[k], _mm512_set1_ps(y));
+#elif defined(__AVX__)
+      r.v[k] = (NativeF)_mm256_max_ps((__m256)x.v[k], _mm256_set1_ps(y));
+#elif defined(__SSE2__)
+      r.v[k] = (NativeF)_mm_max_ps((__m128)x.v[k], _mm_set1_ps(y));
+#else
+      for (int i = 0; i < kNativeFloats; ++i) r.v[k][i] = x.v[k][i] < y ? y : x.v[k][i];
+#endif
+    }
+    return r;
+  }
   static inline F sqrt(const F& x) {
     F r;
     for (int k = 0; k < kBmChains; ++k) {

@@ -120,13 +120,12 @@ def _round_small(v):
 def _sincos_2pi(u):
     """(sin 2 pi u, cos 2 pi u) for u in [0, 1], as genfast::sincos_2pi.
 
-    Reduction in turns is exact (x = u - round(u), x - q/4 lose no bits); only
+    Reduction in turns is exact (q = round(4u) and u - q/4 lose no bits); only
     the final multiply by 2 pi rounds. Cephes sinf/cosf on [-pi/4, pi/4], then
-    the quadrant q swaps and signs the pair.
+    the quadrant q & 3 swaps and signs the pair.
     """
-    x = u - _round_small(u)
-    qf = _round_small(4.0 * x)
-    a = (x - 0.25 * qf) * 6.28318530717958648
+    qf = _round_small(4.0 * u)
+    a = (u - 0.25 * qf) * 6.28318530717958648
     z = a * a
     ps = -1.9515295891e-4 * z + 8.3321608736e-3
     ps = ps * z - 1.6666654611e-1
@@ -134,7 +133,7 @@ def _sincos_2pi(u):
     pc = 2.443315711809948e-5 * z - 1.388731625493765e-3
     pc = pc * z + 4.166664568298827e-2
     c = (1.0 - 0.5 * z) + z * z * pc
-    # Two's complement of a negative quadrant keeps q & 3 the right quadrant.
+    # q in 0..4; q & 3 is the quadrant.
     q = qf.to(tl.int32).to(tl.uint32, bitcast=True)
     swap = (q & 1) != 0
     sin_sign = (q & 2) << 30

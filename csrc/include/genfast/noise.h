@@ -37,8 +37,8 @@ GENFAST_HD float bits_f32(uint32_t u) {
 // time) or a CPU SIMD type (csrc/cpu/noise.cpp: GCC vector extensions, N
 // floats per value). L supplies only what C++ operators cannot say alike for
 // both: L::F / L::I (float and int32 value types), bits / from_bits
-// (reinterpretation), to_float / to_int (int32 <-> float conversion), splat
-// and sqrt (IEEE, correctly rounded). Every float operation is an operator on
+// (reinterpretation), to_float / to_int (int32 <-> float conversion), splat,
+// max (of non-NaN values) and sqrt (IEEE, correctly rounded). Every float operation is an operator on
 // L::F, element-wise IEEE, in the same order for every L: the same bits on
 // every CPU ISA, on CUDA (--fmad=false) and in Triton (genfast/triton/noise.py
 // mirrors these functions op for op). The CPU loops pass several registers'
@@ -52,6 +52,7 @@ struct ScalarLanes {
   GENFAST_HD F to_float(I i) { return (float)i; }
   GENFAST_HD I to_int(F f) { return (int32_t)f; }  // only ever given integral values
   GENFAST_HD F splat(float x) { return x; }
+  GENFAST_HD F max(F x, float y) { return x < y ? y : x; }  // never given a NaN
   GENFAST_HD F sqrt(F x) { return GENFAST_SQRTF(x); }
 };
 
@@ -120,16 +121,16 @@ struct SinCosT {
 using SinCos = SinCosT<float>;
 
 // sin and cos of 2*pi*u for u in [0, 1]. Reducing in turns rather than radians
-// is exact: x = u - round(u) and y = x - q/4 lose no bits, so only the final
-// y * 2pi is rounded. Cephes sinf/cosf polynomials on [-pi/4, pi/4], then the
-// quadrant q picks and signs the pair.
+// is exact: q = round(4u) and y = u - q/4 lose no bits (for q >= 1, u and q/4
+// are within a factor of 2: Sterbenz), so only the final y * 2pi is rounded.
+// Cephes sinf/cosf polynomials on [-pi/4, pi/4], then the quadrant q & 3
+// picks and signs the pair.
 template <class L>
 GENFAST_HD SinCosT<typename L::F> sincos_2pi_t(typename L::F u) {
   using F = typename L::F;
   using I = typename L::I;
-  const F x = u - round_small_t(u);              // [-0.5, 0.5]
-  const F qf = round_small_t(4.0f * x);          // quadrant, -2..2
-  const F a = (x - 0.25f * qf) * 6.28318530717958648f;  // [-pi/4, pi/4]
+  const F qf = round_small_t(4.0f * u);          // 0..4; q & 3 is the quadrant
+  const F a = (u - 0.25f * qf) * 6.28318530717958648f;  // [-pi/4, pi/4]
   const F z = a * a;
   F ps = L::splat(-1.9515295891e-4f);
   ps = ps * z + 8.3321608736e-3f;
@@ -139,7 +140,7 @@ GENFAST_HD SinCosT<typename L::F> sincos_2pi_t(typename L::F u) {
   pc = pc * z - 1.388731625493765e-3f;
   pc = pc * z + 4.166664568298827e-2f;
   const F c = (1.0f - 0.5f * z) + z * z * pc;
-  const I q = L::to_int(qf);                     // two's complement: q & 3 is the quadrant
+  const I q = L::to_int(qf);
   // Odd quadrants swap sin and cos: integer bit operations rather than a
   // select (a `?:` on wide GCC vectors is split up lane by lane).
   const I bs = L::bits(s), bc = L::bits(c);
@@ -157,12 +158,7 @@ GENFAST_HD SinCosT<typename L::F> sincos_2pi_t(typename L::F u) {
 template <class L>
 GENFAST_HD SinCosT<typename L::F> box_muller_t(typename L::I w1, typename L::I w2) {
   using F = typename L::F;
-  // u1 = max(1e-7, u1), on the bits: u1 >= 0, so its bits order like the
-  // float (and a `?:` on wide GCC vectors is split up lane by lane).
-  using I = typename L::I;
-  const I b1 = L::bits(uniform_t<L>(w1));
-  const I below = (b1 - 0x33d6bf95) >> 31;       // 0x33d6bf95 = 1e-7f; all ones where u1 < 1e-7
-  const F u1 = L::from_bits(b1 ^ ((b1 ^ 0x33d6bf95) & below));
+  const F u1 = L::max(uniform_t<L>(w1), 1e-7f);
   const F r = L::sqrt(-2.0f * log_pos_t<L>(u1));
   const SinCosT<F> t = sincos_2pi_t<L>(uniform_t<L>(w2));
   SinCosT<F> n;
