@@ -161,12 +161,38 @@ inline void normals_block(const uint32_t* quad, const uint32_t* sample, uint32_t
   alignas(64) uint32_t c2[W], c3[W];
   // u1 words (w0 | w2) and u2 words (w1 | w3): Box-Muller then runs over 2W pairs
   alignas(64) uint32_t u1[2 * W], u2[2 * W];
-  alignas(64) float na[2 * W], nb[2 * W];
   for (int l = 0; l < W; ++l) {
     c2[l] = stream;
     c3[l] = 0u;
   }
   philox_lanes<W>(quad, sample, c2, c3, k0, k1, u1, u2, u1 + W, u2 + W);
+#if defined(__AVX2__) && !defined(__AVX512F__)
+  // AVX2: the two chains are lanes l.. (words w0, w1) and W + l.. (w2, w3) of
+  // the same eight counters, so their normals transpose in registers straight
+  // into the 32 consecutive outputs 4l .. 4l + 31 (no na / nb round trip).
+  static_assert(kBmChains == 2 && kNativeFloats == 8, "AVX2 layout");
+  for (int l = 0; l < W; l += 8) {
+    VecLanes::I w1, w2;
+    memcpy(&w1.v[0], u1 + l, 32);
+    memcpy(&w1.v[1], u1 + W + l, 32);
+    memcpy(&w2.v[0], u2 + l, 32);
+    memcpy(&w2.v[1], u2 + W + l, 32);
+    const SinCosT<VecLanes::F> n = box_muller_t<VecLanes>(w1, w2);
+    const __m256 a = (__m256)n.c.v[0], b = (__m256)n.s.v[0];  // elements 4l + 0, 4l + 1
+    const __m256 c = (__m256)n.c.v[1], d = (__m256)n.s.v[1];  // elements 4l + 2, 4l + 3
+    const __m256 t0 = _mm256_unpacklo_ps(a, b), t1 = _mm256_unpackhi_ps(a, b);
+    const __m256 t2 = _mm256_unpacklo_ps(c, d), t3 = _mm256_unpackhi_ps(c, d);
+    const __m256 q0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));  // quads 0 | 4
+    const __m256 q1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));  // quads 1 | 5
+    const __m256 q2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));  // quads 2 | 6
+    const __m256 q3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));  // quads 3 | 7
+    _mm256_storeu_ps(out + 4 * l + 0, _mm256_permute2f128_ps(q0, q1, 0x20));
+    _mm256_storeu_ps(out + 4 * l + 8, _mm256_permute2f128_ps(q2, q3, 0x20));
+    _mm256_storeu_ps(out + 4 * l + 16, _mm256_permute2f128_ps(q0, q1, 0x31));
+    _mm256_storeu_ps(out + 4 * l + 24, _mm256_permute2f128_ps(q2, q3, 0x31));
+  }
+#else
+  alignas(64) float na[2 * W], nb[2 * W];
   static_assert((2 * W) % kBmLanes == 0, "Box-Muller runs whole lane vectors");
   for (int l = 0; l < 2 * W; l += kBmLanes) {
     const SinCosT<VecLanes::F> n =
@@ -180,6 +206,7 @@ inline void normals_block(const uint32_t* quad, const uint32_t* sample, uint32_t
     out[4 * l + 2] = na[W + l];
     out[4 * l + 3] = nb[W + l];
   }
+#endif
 }
 
 inline void store(const float* src, void* dst, int64_t offset, int64_t count, int dtype) {
