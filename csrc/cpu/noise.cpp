@@ -1,7 +1,8 @@
 // CPU loops of the noise family. Compiled once per ISA level (GENFAST_CPU_ISA
 // names the namespace); all math comes from csrc/include/genfast/noise.h.
-// Philox runs W counters at a time through philox_simd.h, and the Box-Muller
-// loop over the 2W word pairs is written so the compiler vectorises it.
+// Philox runs W counters at a time through philox_simd.h; Box-Muller runs
+// noise.h's generic math on VecLanes (a few native SIMD registers side by
+// side) over the 2W word pairs.
 #include "noise_kernels.h"
 
 #include <string.h>

@@ -4,8 +4,10 @@
 // word order); what differs is only how the 32x32->64 multiply is done. A
 // compiler vectorising the scalar `(uint64_t)a * M` widens every lane to 64
 // bits and shuffles them back (about 3x the work); here even and odd lanes are
-// multiplied in place with (v)pmuludq and the halves blended back. Without
-// AVX2 the scalar header runs as is. Tests check every level against the
+// multiplied in place with (v)pmuludq and the high halves blended back (the
+// low halves: one vpmulld on AVX2); several vectors of counters go through the
+// rounds side by side to hide the multiply latency. Without AVX2 the scalar
+// header runs as is. Tests check every level against the
 // Random123 known answers and against each other bit for bit.
 #pragma once
 #include <stdint.h>
