@@ -1,7 +1,8 @@
 // CPU loops of the noise family. Compiled once per ISA level (GENFAST_CPU_ISA
 // names the namespace); all math comes from csrc/include/genfast/noise.h.
-// Philox runs W counters at a time through philox_simd.h, and the Box-Muller
-// loop over the 2W word pairs is written so the compiler vectorises it.
+// Philox runs W counters at a time through philox_simd.h; Box-Muller runs
+// noise.h's generic math on VecLanes (a few native SIMD registers side by
+// side) over the 2W word pairs.
 #include "noise_kernels.h"
 
 #include <string.h>
@@ -10,12 +11,145 @@
 #include "genfast/noise.h"
 #include "philox_simd.h"
 
+#if defined(__SSE2__) || defined(__AVX__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
 #ifndef GENFAST_CPU_ISA
 #error "GENFAST_CPU_ISA must name the ISA level this file is compiled for"
 #endif
 
 namespace genfast::cpu::GENFAST_CPU_ISA {
 namespace {
+
+// The lanes type for noise.h's math (see ScalarLanes there): kBmChains native
+// SIMD registers (GCC vector extensions) side by side, each operator applied
+// to all of them in turn, so kBmChains independent dependency chains run
+// through the long polynomials interleaved (one chain alone is latency-bound).
+// Element-wise IEEE operations: the bits are the scalar ones.
+#if defined(__AVX512F__)
+constexpr int kNativeFloats = 16;
+#elif defined(__AVX__)
+constexpr int kNativeFloats = 8;
+#else
+constexpr int kNativeFloats = 4;  // SSE2 on x86-64, NEON on aarch64
+#endif
+typedef float NativeF __attribute__((vector_size(4 * kNativeFloats)));
+typedef int32_t NativeI __attribute__((vector_size(4 * kNativeFloats)));
+// Two chains for AVX2 / AVX-512 (four spill on AVX2's 16 registers and run
+// slower); four for the 4-lane SSE2 / NEON registers (measured faster there).
+constexpr int kBmChains = kNativeFloats == 4 ? 4 : 2;
+constexpr int kBmLanes = kBmChains * kNativeFloats;
+
+template <class V>
+struct Multi {
+  V v[kBmChains];
+};
+
+// Multi op Multi, Multi op scalar, scalar op Multi (partial ordering picks the
+// first for two Multis).
+#define GENFAST_MULTI_BINOP(op)                                                \
+  template <class V>                                                           \
+  inline Multi<V> operator op(const Multi<V>& x, const Multi<V>& y) {          \
+    Multi<V> r;                                                                \
+    for (int k = 0; k < kBmChains; ++k) r.v[k] = x.v[k] op y.v[k];             \
+    return r;                                                                  \
+  }                                                                            \
+  template <class V, class S>                                                  \
+  inline Multi<V> operator op(const Multi<V>& x, S y) {                        \
+    Multi<V> r;                                                                \
+    for (int k = 0; k < kBmChains; ++k) r.v[k] = x.v[k] op y;                  \
+    return r;                                                                  \
+  }                                                                            \
+  template <class V, class S>                                                  \
+  inline Multi<V> operator op(S x, const Multi<V>& y) {                        \
+    Multi<V> r;                                                                \
+    for (int k = 0; k < kBmChains; ++k) r.v[k] = x op y.v[k];                  \
+    return r;                                                                  \
+  }
+GENFAST_MULTI_BINOP(+)
+GENFAST_MULTI_BINOP(-)
+GENFAST_MULTI_BINOP(*)
+GENFAST_MULTI_BINOP(&)
+GENFAST_MULTI_BINOP(^)
+GENFAST_MULTI_BINOP(>>)
+GENFAST_MULTI_BINOP(<<)
+#undef GENFAST_MULTI_BINOP
+
+template <class V>
+inline Multi<V> operator-(const Multi<V>& x) {
+  Multi<V> r;
+  for (int k = 0; k < kBmChains; ++k) r.v[k] = -x.v[k];
+  return r;
+}
+
+struct VecLanes {
+  using F = Multi<NativeF>;
+  using I = Multi<NativeI>;
+  static inline I bits(const F& f) {
+    I r;
+    for (int k = 0; k < kBmChains; ++k) r.v[k] = (NativeI)f.v[k];  // reinterpret
+    return r;
+  }
+  static inline F from_bits(const I& i) {
+    F r;
+    for (int k = 0; k < kBmChains; ++k) r.v[k] = (NativeF)i.v[k];
+    return r;
+  }
+  static inline F to_float(const I& i) {
+    F r;
+    for (int k = 0; k < kBmChains; ++k) r.v[k] = __builtin_convertvector(i.v[k], NativeF);
+    return r;
+  }
+  static inline I to_int(const F& f) {
+    I r;
+    for (int k = 0; k < kBmChains; ++k) r.v[k] = __builtin_convertvector(f.v[k], NativeI);
+    return r;
+  }
+  static inline F splat(float x) {
+    F r;
+    for (int k = 0; k < kBmChains; ++k) r.v[k] = NativeF{} + x;
+    return r;
+  }
+  static inline F max(const F& x, float y) {
+    F r;
+    for (int k = 0; k < kBmChains; ++k) {
+#if defined(__AVX512F__)
+      r.v[k] = (NativeF)_mm512_max_ps((__m512)x.v[k], _mm512_set1_ps(y));
+#elif defined(__AVX__)
+      r.v[k] = (NativeF)_mm256_max_ps((__m256)x.v[k], _mm256_set1_ps(y));
+#elif defined(__SSE2__)
+      r.v[k] = (NativeF)_mm_max_ps((__m128)x.v[k], _mm_set1_ps(y));
+#else
+      for (int i = 0; i < kNativeFloats; ++i) r.v[k][i] = x.v[k][i] < y ? y : x.v[k][i];
+#endif
+    }
+    return r;
+  }
+  static inline F sqrt(const F& x) {
+    F r;
+    for (int k = 0; k < kBmChains; ++k) {
+#if defined(__AVX512F__)
+      r.v[k] = (NativeF)_mm512_sqrt_ps((__m512)x.v[k]);
+#elif defined(__AVX__)
+      r.v[k] = (NativeF)_mm256_sqrt_ps((__m256)x.v[k]);
+#elif defined(__SSE2__)
+      r.v[k] = (NativeF)_mm_sqrt_ps((__m128)x.v[k]);
+#else
+      for (int i = 0; i < kNativeFloats; ++i) r.v[k][i] = __builtin_sqrtf(x.v[k][i]);
+#endif
+    }
+    return r;
+  }
+  static inline I load(const uint32_t* p) {
+    I r;
+    for (int k = 0; k < kBmChains; ++k) memcpy(&r.v[k], p + k * kNativeFloats, sizeof r.v[k]);
+    return r;
+  }
+  static inline void store(float* p, const F& x) {
+    for (int k = 0; k < kBmChains; ++k) memcpy(p + k * kNativeFloats, &x.v[k], sizeof x.v[k]);
+  }
+};
 
 // Counters per block: 4 AVX-512 or 8 AVX2 registers per Philox word, enough
 // independent work to hide the multiply latency.
@@ -28,16 +162,44 @@ inline void normals_block(const uint32_t* quad, const uint32_t* sample, uint32_t
   alignas(64) uint32_t c2[W], c3[W];
   // u1 words (w0 | w2) and u2 words (w1 | w3): Box-Muller then runs over 2W pairs
   alignas(64) uint32_t u1[2 * W], u2[2 * W];
-  alignas(64) float na[2 * W], nb[2 * W];
   for (int l = 0; l < W; ++l) {
     c2[l] = stream;
     c3[l] = 0u;
   }
   philox_lanes<W>(quad, sample, c2, c3, k0, k1, u1, u2, u1 + W, u2 + W);
-  for (int l = 0; l < 2 * W; ++l) {
-    const SinCos n = box_muller(u1[l], u2[l]);
-    na[l] = n.c;
-    nb[l] = n.s;
+#if defined(__AVX2__) && !defined(__AVX512F__)
+  // AVX2: the two chains are lanes l.. (words w0, w1) and W + l.. (w2, w3) of
+  // the same eight counters, so their normals transpose in registers straight
+  // into the 32 consecutive outputs 4l .. 4l + 31 (no na / nb round trip).
+  static_assert(kBmChains == 2 && kNativeFloats == 8, "AVX2 layout");
+  for (int l = 0; l < W; l += 8) {
+    VecLanes::I w1, w2;
+    memcpy(&w1.v[0], u1 + l, 32);
+    memcpy(&w1.v[1], u1 + W + l, 32);
+    memcpy(&w2.v[0], u2 + l, 32);
+    memcpy(&w2.v[1], u2 + W + l, 32);
+    const SinCosT<VecLanes::F> n = box_muller_t<VecLanes>(w1, w2);
+    const __m256 a = (__m256)n.c.v[0], b = (__m256)n.s.v[0];  // elements 4l + 0, 4l + 1
+    const __m256 c = (__m256)n.c.v[1], d = (__m256)n.s.v[1];  // elements 4l + 2, 4l + 3
+    const __m256 t0 = _mm256_unpacklo_ps(a, b), t1 = _mm256_unpackhi_ps(a, b);
+    const __m256 t2 = _mm256_unpacklo_ps(c, d), t3 = _mm256_unpackhi_ps(c, d);
+    const __m256 q0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));  // quads 0 | 4
+    const __m256 q1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));  // quads 1 | 5
+    const __m256 q2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));  // quads 2 | 6
+    const __m256 q3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));  // quads 3 | 7
+    _mm256_storeu_ps(out + 4 * l + 0, _mm256_permute2f128_ps(q0, q1, 0x20));
+    _mm256_storeu_ps(out + 4 * l + 8, _mm256_permute2f128_ps(q2, q3, 0x20));
+    _mm256_storeu_ps(out + 4 * l + 16, _mm256_permute2f128_ps(q0, q1, 0x31));
+    _mm256_storeu_ps(out + 4 * l + 24, _mm256_permute2f128_ps(q2, q3, 0x31));
+  }
+#else
+  alignas(64) float na[2 * W], nb[2 * W];
+  static_assert((2 * W) % kBmLanes == 0, "Box-Muller runs whole lane vectors");
+  for (int l = 0; l < 2 * W; l += kBmLanes) {
+    const SinCosT<VecLanes::F> n =
+        box_muller_t<VecLanes>(VecLanes::load(u1 + l), VecLanes::load(u2 + l));
+    VecLanes::store(na + l, n.c);
+    VecLanes::store(nb + l, n.s);
   }
   for (int l = 0; l < W; ++l) {
     out[4 * l + 0] = na[l];
@@ -45,6 +207,7 @@ inline void normals_block(const uint32_t* quad, const uint32_t* sample, uint32_t
     out[4 * l + 2] = na[W + l];
     out[4 * l + 3] = nb[W + l];
   }
+#endif
 }
 
 inline void store(const float* src, void* dst, int64_t offset, int64_t count, int dtype) {
@@ -75,17 +238,30 @@ void normal_fill(const NormalFillArgs& a, int64_t quad_begin, int64_t quad_end) 
     const int n = quad_end - g < W ? static_cast<int>(quad_end - g) : W;
     const int64_t pos = item * numel + 4 * q;  // first element this block writes
     // Lanes past n get counters too (never stored): the block stays full-width.
-    int64_t it = item, qq = q;
-    for (int l = 0; l < W; ++l) {
-      quad[l] = static_cast<uint32_t>(qq);
-      sample[l] = a.sample_offset + static_cast<uint32_t>(it);
-      if (++qq == qpi) {
-        qq = 0;
-        ++it;
+    if (q + W < qpi) {
+      // The common case, the whole block inside one item: a plain (vectorised)
+      // iota. The general per-lane walk below costs up to a fifth of the
+      // block, and its scalar stores stall the vector loads that read them.
+      const uint32_t q0 = static_cast<uint32_t>(q);
+      const uint32_t s0 = a.sample_offset + static_cast<uint32_t>(item);
+      for (int l = 0; l < W; ++l) {
+        quad[l] = q0 + static_cast<uint32_t>(l);
+        sample[l] = s0;
       }
-      if (l + 1 == n) {
-        item = it;
-        q = qq;
+      q += n;  // stays inside the item: q + n <= q + W < qpi
+    } else {
+      int64_t it = item, qq = q;
+      for (int l = 0; l < W; ++l) {
+        quad[l] = static_cast<uint32_t>(qq);
+        sample[l] = a.sample_offset + static_cast<uint32_t>(it);
+        if (++qq == qpi) {
+          qq = 0;
+          ++it;
+        }
+        if (l + 1 == n) {
+          item = it;
+          q = qq;
+        }
       }
     }
     if (direct && n == W) {  // the common case: straight into the output

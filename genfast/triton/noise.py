@@ -86,24 +86,22 @@ def _log_pos(x):
     """ln x for positive normal float32 x, as genfast::log_pos (noise.h).
 
     x = m 2^e with m in [sqrt(1/2), sqrt(2)); ln x = e ln2 + ln(1 + f),
-    f = m - 1, Cephes logf polynomial; ln2 split in two so e*ln2 is exact.
+    f = m - 1, ln(1 + f) = f - f^2/2 + f^3 P(f) with P of degree 5 (see
+    noise.h for the fit); ln2 split in two so e*ln2 is exact.
     """
-    b = x.to(tl.uint32, bitcast=True)
-    e = (b >> 23).to(tl.int32) - 126
-    m = ((b & 0x007FFFFF) | 0x3F000000).to(tl.float32, bitcast=True)
-    low = m < 0.707106781186547524
-    e = tl.where(low, e - 1, e)
-    # Both branches are exact; the select keeps the kernel branch-free.
-    f = tl.where(low, (m + m) - 1.0, m - 1.0)
+    # Integer reduction with no select (musl's logf trick): subtracting the
+    # bits of sqrt(1/2) borrows from the exponent exactly when the mantissa is
+    # below sqrt(1/2)'s. x > 0, so the int32 difference cannot overflow.
+    ix = x.to(tl.int32, bitcast=True) - 0x3F3504F3
+    e = ix >> 23
+    m = ((ix & 0x007FFFFF) + 0x3F3504F3).to(tl.float32, bitcast=True)
+    f = m - 1.0  # exact
     z = f * f
-    p = 7.0376836292e-2 * f - 1.1514610310e-1
-    p = p * f + 1.1676998740e-1
-    p = p * f - 1.2420140846e-1
-    p = p * f + 1.4249322787e-1
-    p = p * f - 1.6668057665e-1
-    p = p * f + 2.0000714765e-1
-    p = p * f - 2.4999993993e-1
-    p = p * f + 3.3333331174e-1
+    p = -1.0224199295e-1 * f + 1.6141176224e-1
+    p = p * f - 1.7166906595e-1
+    p = p * f + 1.9910238683e-1
+    p = p * f - 2.4980573356e-1
+    p = p * f + 3.3334690332e-1
     ef = e.to(tl.float32)
     # Same association as the C++ ((p * f) * z) so the rounding is the same.
     y = p * f * z
@@ -125,13 +123,12 @@ def _round_small(v):
 def _sincos_2pi(u):
     """(sin 2 pi u, cos 2 pi u) for u in [0, 1], as genfast::sincos_2pi.
 
-    Reduction in turns is exact (x = u - round(u), x - q/4 lose no bits); only
+    Reduction in turns is exact (q = round(4u) and u - q/4 lose no bits); only
     the final multiply by 2 pi rounds. Cephes sinf/cosf on [-pi/4, pi/4], then
-    the quadrant q swaps and signs the pair.
+    the quadrant q & 3 swaps and signs the pair.
     """
-    x = u - _round_small(u)
-    qf = _round_small(4.0 * x)
-    a = (x - 0.25 * qf) * 6.28318530717958648
+    qf = _round_small(4.0 * u)
+    a = (u - 0.25 * qf) * 6.28318530717958648
     z = a * a
     ps = -1.9515295891e-4 * z + 8.3321608736e-3
     ps = ps * z - 1.6666654611e-1
@@ -139,7 +136,7 @@ def _sincos_2pi(u):
     pc = 2.443315711809948e-5 * z - 1.388731625493765e-3
     pc = pc * z + 4.166664568298827e-2
     c = (1.0 - 0.5 * z) + z * z * pc
-    # Two's complement of a negative quadrant keeps q & 3 the right quadrant.
+    # q in 0..4; q & 3 is the quadrant.
     q = qf.to(tl.int32).to(tl.uint32, bitcast=True)
     swap = (q & 1) != 0
     sin_sign = (q & 2) << 30
