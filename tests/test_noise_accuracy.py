@@ -29,7 +29,7 @@ if HAVE_TRITON:
     from genfast.triton import noise as tri
 
     @triton.jit
-    def _bm_kernel(w_ptr, out_ptr, n, BLOCK: tl.constexpr):
+    def _bm_kernel(w_ptr, out_ptr, n, BLOCK: tl.constexpr, RN: tl.constexpr):
         """Box-Muller of chosen word quads through the Triton math helpers."""
         offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         m = offs < n
@@ -37,8 +37,8 @@ if HAVE_TRITON:
         w1 = tl.load(w_ptr + 4 * offs + 1, mask=m).to(tl.uint32, bitcast=True)
         w2 = tl.load(w_ptr + 4 * offs + 2, mask=m).to(tl.uint32, bitcast=True)
         w3 = tl.load(w_ptr + 4 * offs + 3, mask=m).to(tl.uint32, bitcast=True)
-        a0, a1 = tri._box_muller(w0, w1)
-        b0, b1 = tri._box_muller(w2, w3)
+        a0, a1 = tri._box_muller(w0, w1, RN)
+        b0, b1 = tri._box_muller(w2, w3, RN)
         tl.store(out_ptr + 4 * offs + 0, a0, mask=m)
         tl.store(out_ptr + 4 * offs + 1, a1, mask=m)
         tl.store(out_ptr + 4 * offs + 2, b0, mask=m)
@@ -101,7 +101,7 @@ def test_targeted_uniforms_triton_math_against_float64():
     words = _targeted_words()
     out = torch.empty(words.shape, dtype=torch.float32, device=device)
     n, block = words.shape[0], 4096
-    _bm_kernel[(triton.cdiv(n, block),)](words.to(device), out, n, BLOCK=block)
+    _bm_kernel[(triton.cdiv(n, block),)](words.to(device), out, n, BLOCK=block, RN=tri.RN_PRODUCTS)
     want = float64_normals(words)
     err = (out.cpu().double() - want).abs()
     assert torch.isfinite(out).all()

@@ -34,6 +34,8 @@ import torch
 import triton
 import triton.language as tl
 
+from triton.language.extra import libdevice
+
 from .._checks import as_int64_bits
 from .._inplace import register_inplace
 from ..backend import triton_interpret
@@ -73,6 +75,22 @@ def _philox4x32_10(c0, c1, c2, c3, k0, k1):
 
 
 @triton.jit
+def _mul(a, b, RN: tl.constexpr):
+    """a * b rounded on its own, never fused into an FMA with a later add.
+
+    On a GPU (RN) through libdevice's __nv_fmul_rn (PTX mul.rn.f32, which
+    neither LLVM nor ptxas contracts): the kernel then gives the CPU kernels'
+    bits whatever the compile options, also under torch.compile, whose
+    inductor drops a user kernel's enable_fp_fusion=False. The interpreter
+    (numpy) never fuses, so there it is a plain product.
+    """
+    if RN:
+        return libdevice.mul_rn(a, b)
+    else:
+        return a * b
+
+
+@triton.jit
 def _uint_to_uniform(w):
     """uint32 word -> float32 in [0, 1] (Triton's uint_to_uniform_float)."""
     i = w.to(tl.int32, bitcast=True)
@@ -82,7 +100,7 @@ def _uint_to_uniform(w):
 
 
 @triton.jit
-def _log_pos(x):
+def _log_pos(x, RN: tl.constexpr):
     """ln x for positive normal float32 x, as genfast::log_pos (noise.h).
 
     x = m 2^e with m in [sqrt(1/2), sqrt(2)); ln x = e ln2 + ln(1 + f),
@@ -96,19 +114,20 @@ def _log_pos(x):
     e = ix >> 23
     m = ((ix & 0x007FFFFF) + 0x3F3504F3).to(tl.float32, bitcast=True)
     f = m - 1.0  # exact
-    z = f * f
-    p = -1.0224199295e-1 * f + 1.6141176224e-1
-    p = p * f - 1.7166906595e-1
-    p = p * f + 1.9910238683e-1
-    p = p * f - 2.4980573356e-1
-    p = p * f + 3.3334690332e-1
+    # Every product that feeds a sum goes through _mul: see there.
+    z = _mul(f, f, RN)
+    p = _mul(-1.0224199295e-1, f, RN) + 1.6141176224e-1
+    p = _mul(p, f, RN) - 1.7166906595e-1
+    p = _mul(p, f, RN) + 1.9910238683e-1
+    p = _mul(p, f, RN) - 2.4980573356e-1
+    p = _mul(p, f, RN) + 3.3334690332e-1
     ef = e.to(tl.float32)
     # Same association as the C++ ((p * f) * z) so the rounding is the same.
-    y = p * f * z
-    y = y + ef * -2.12194440e-4
-    y = y - 0.5 * z
+    y = _mul(_mul(p, f, RN), z, RN)
+    y = y + _mul(ef, -2.12194440e-4, RN)
+    y = y - _mul(0.5, z, RN)
     r = f + y
-    r = r + ef * 0.693359375
+    r = r + _mul(ef, 0.693359375, RN)
     return r
 
 
@@ -120,22 +139,22 @@ def _round_small(v):
 
 
 @triton.jit
-def _sincos_2pi(u):
+def _sincos_2pi(u, RN: tl.constexpr):
     """(sin 2 pi u, cos 2 pi u) for u in [0, 1], as genfast::sincos_2pi.
 
     Reduction in turns is exact (q = round(4u) and u - q/4 lose no bits); only
     the final multiply by 2 pi rounds. Cephes sinf/cosf on [-pi/4, pi/4], then
     the quadrant q & 3 swaps and signs the pair.
     """
-    qf = _round_small(4.0 * u)
-    a = (u - 0.25 * qf) * 6.28318530717958648
-    z = a * a
-    ps = -1.9515295891e-4 * z + 8.3321608736e-3
-    ps = ps * z - 1.6666654611e-1
-    s = a + a * z * ps
-    pc = 2.443315711809948e-5 * z - 1.388731625493765e-3
-    pc = pc * z + 4.166664568298827e-2
-    c = (1.0 - 0.5 * z) + z * z * pc
+    qf = _round_small(_mul(4.0, u, RN))
+    a = (u - _mul(0.25, qf, RN)) * 6.28318530717958648
+    z = _mul(a, a, RN)
+    ps = _mul(-1.9515295891e-4, z, RN) + 8.3321608736e-3
+    ps = _mul(ps, z, RN) - 1.6666654611e-1
+    s = a + _mul(_mul(a, z, RN), ps, RN)
+    pc = _mul(2.443315711809948e-5, z, RN) - 1.388731625493765e-3
+    pc = _mul(pc, z, RN) + 4.166664568298827e-2
+    c = (1.0 - _mul(0.5, z, RN)) + _mul(_mul(z, z, RN), pc, RN)
     # q in 0..4; q & 3 is the quadrant.
     q = qf.to(tl.int32).to(tl.uint32, bitcast=True)
     swap = (q & 1) != 0
@@ -147,13 +166,13 @@ def _sincos_2pi(u):
 
 
 @triton.jit
-def _box_muller(w1, w2):
+def _box_muller(w1, w2, RN: tl.constexpr):
     """(n_a, n_b) = r (cos th, sin th), r = sqrt(-2 ln max(1e-7, u1)), th = 2 pi u2."""
     u1 = _uint_to_uniform(w1)
     u1 = tl.where(u1 < 1e-7, 1e-7, u1)
     # sqrt_rn: IEEE-rounded, like the C++ kernels (tl.sqrt may be approximate).
-    r = tl.sqrt_rn(-2.0 * _log_pos(u1))
-    sn, cs = _sincos_2pi(_uint_to_uniform(w2))
+    r = tl.sqrt_rn(-2.0 * _log_pos(u1, RN))
+    sn, cs = _sincos_2pi(_uint_to_uniform(w2), RN)
     return r * cs, r * sn
 
 
@@ -162,7 +181,8 @@ def _box_muller(w1, w2):
 # value divisible by 16 (or equal to 1) could compile another kernel.
 @triton.jit(do_not_specialize=["k0", "k1", "stream", "sample_offset"])
 def _noise_normal_kernel(out_ptr, total_quads, quads_per_item, item_numel,
-                         k0, k1, stream, sample_offset, BLOCK: tl.constexpr):
+                         k0, k1, stream, sample_offset, BLOCK: tl.constexpr,
+                         RN: tl.constexpr):
     """Write normals for the quads g in [pid*BLOCK, (pid+1)*BLOCK).
 
     Quad g is (item, q) = (g // quads_per_item, g % quads_per_item); its four
@@ -183,8 +203,8 @@ def _noise_normal_kernel(out_ptr, total_quads, quads_per_item, item_numel,
     c1 = sample_offset.to(tl.uint32, bitcast=True) + item.to(tl.uint32)
     c2 = zero + stream.to(tl.uint32, bitcast=True)
     w0, w1, w2, w3 = _philox4x32_10(c0, c1, c2, zero, key0, key1)
-    na, nb = _box_muller(w0, w1)
-    nc, nd = _box_muller(w2, w3)
+    na, nb = _box_muller(w0, w1, RN)
+    nc, nd = _box_muller(w2, w3, RN)
     # [BLOCK, 2, 2] indexed [., k, l] = element 2k + l; reshape gives [BLOCK, 4]
     # in element order, so each program stores contiguous runs of 4.
     vals = tl.reshape(tl.join(tl.join(na, nc), tl.join(nb, nd)), [BLOCK, 4])
@@ -240,6 +260,11 @@ def _on_device(t: torch.Tensor):
     return contextlib.nullcontext()
 
 
+# Products through libdevice's mul_rn on a GPU; plain (numpy never fuses) in
+# the interpreter, which has no libdevice.
+RN_PRODUCTS = not triton_interpret()
+
+
 def _block(n: int, gpu_block: int) -> int:
     # The interpreter runs one program at a time in numpy: fewer, larger
     # programs are much faster there. On a GPU a fixed block keeps one compiled
@@ -265,8 +290,9 @@ def _noise_normal_op(out: torch.Tensor, seed: int, stream: int, sample_offset: i
     with _on_device(out):
         torch.library.wrap_triton(_noise_normal_kernel)[grid](
             dst, total_quads, quads_per_item, item_numel, k0, k1, stream32, offset32,
-            BLOCK=block, num_warps=4,
-            # Match the CUDA build (no FMA contraction): bit-identical normals.
+            BLOCK=block, RN=RN_PRODUCTS, num_warps=4,
+            # No FMA contraction, as the CUDA build: bit-identical normals. RN
+            # keeps that under torch.compile too, which drops this option.
             enable_fp_fusion=False)
     if dst is not out:
         out.copy_(dst)
