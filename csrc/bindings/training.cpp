@@ -67,10 +67,10 @@ std::vector<double> host_timesteps(const char* op, const at::Tensor& timesteps, 
     }
     if (!tr::timestep_valid((int)kind, out[b], rows)) {
       if (kind == tr::kVP) {
-        TORCH_CHECK(false, "genfast ", op, ": timesteps[", b, "] = ", out[b],
-                    " is out of range: the schedule has timesteps 0..", rows - 1);
+        TORCH_CHECK_VALUE(false, "genfast ", op, ": timesteps[", b, "] = ", out[b],
+                          " is out of range: the schedule has timesteps 0..", rows - 1);
       }
-      TORCH_CHECK(false, "genfast ", op, ": timesteps[", b, "] = ", out[b], " is out of range ",
+      TORCH_CHECK_VALUE(false, "genfast ", op, ": timesteps[", b, "] = ", out[b], " is out of range ",
                   kind == tr::kSigma ? "(sigma must be finite and >= 0)" : "(flow t must be in [0, 1])",
                   " for a ", kKindNames[kind], " schedule");
     }

@@ -104,6 +104,15 @@ def loss_weights(kind, weighting, prediction, timesteps, table, gamma, sigma_dat
     return torch.where(ok, w, torch.full_like(w, float("nan")))
 
 
+def _items(x: torch.Tensor) -> torch.Tensor:
+    """(items, features): items along the leading dimension (0-d: one item)."""
+    n = x.shape[0] if x.dim() >= 1 else 1
+    f = 1
+    for s in x.shape[1:]:
+        f *= s
+    return x.reshape(n, f)
+
+
 def _reduce(per_item: torch.Tensor, reduction: int) -> torch.Tensor:
     if reduction == 0:
         return per_item
@@ -117,8 +126,7 @@ def diffusion_loss(pred, target, timesteps, table, kind, weighting, prediction, 
     (float64 for float64 inputs)."""
     cd = compute_dtype(pred.dtype)
     diff = pred.to(cd) - target.to(cd)
-    n = pred.shape[0] if pred.dim() >= 1 else 1
-    per = (diff * diff).reshape(n, -1).mean(dim=1)
+    per = _items(diff * diff).mean(dim=1)
     w = loss_weights(kind, weighting, prediction, timesteps, table, gamma, sigma_data).to(cd)
     return _reduce(per * w, reduction)
 
@@ -131,8 +139,7 @@ def kl_divergence(mu, logvar, reduction):
     cd = compute_dtype(mu.dtype)
     m = mu.to(cd)
     lv = logvar.to(cd).clamp(LOGVAR_MIN, LOGVAR_MAX)
-    n = mu.shape[0] if mu.dim() >= 1 else 1
-    per = (0.5 * (m * m + torch.exp(lv) - 1.0 - lv)).reshape(n, -1).sum(dim=1)
+    per = _items(0.5 * (m * m + torch.exp(lv) - 1.0 - lv)).sum(dim=1)
     return _reduce(per, reduction)
 
 
