@@ -265,9 +265,16 @@ def _table(schedule, device):
     return t
 
 
-def _which(backend, device):
-    which = _backend.resolve(backend, device)
-    if which == "cpu" or which == "cuda":
+def _which(backend, x):
+    which = _backend.resolve(backend, x.device)
+    if which == "cpu":
+        return which, CPP_OPS
+    if x.dtype == torch.float64:  # float64 (gradcheck) kernels are the CPU's
+        if which != "reference" and (backend or _backend.get_backend()) != "auto":
+            raise TypeError(f"float64 inputs run on the cpu and reference backends, not on "
+                            f"{which!r}")
+        return which, None
+    if which == "cuda":
         return which, CPP_OPS
     if which == "triton":
         return which, _triton_ops()
@@ -318,7 +325,7 @@ def add_noise(x0: torch.Tensor, timesteps: torch.Tensor, schedule: Schedule, *,
         raise ValueError("pass exactly one of noise= and seed= (got "
                          f"{'both' if noise is not None else 'neither'})")
     table = _table(schedule, x0.device)
-    which, ops = _which(backend, x0.device)
+    which, ops = _which(backend, x0)
     _check_values(timesteps, kind, schedule, which)
     if noise is not None:
         _check_pair("x0", x0, "noise", noise)
@@ -389,7 +396,7 @@ def diffusion_loss(pred: torch.Tensor, target: torch.Tensor, timesteps: torch.Te
     if sigma_data is None:
         sigma_data = getattr(schedule, "sigma_data", 0.5)
     table = _table(schedule, pred.device)
-    which, ops = _which(backend, pred.device)
+    which, ops = _which(backend, pred)
     _check_values(timesteps, kind, schedule, which)
     args = (timesteps, table, kind, w, p, float(gamma), float(sigma_data), r)
     if ops is None:
@@ -415,7 +422,7 @@ def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, *, seed: int, stream:
     seed = check_int("seed", seed, 0, U64)
     items = mu.shape[0] if mu.dim() >= 2 else 1
     stream, sample_offset = _stream_args(stream, sample_offset, items)
-    which, ops = _which(backend, mu.device)
+    which, ops = _which(backend, mu)
     if ops is None:
         eps = _noise.randn(mu.shape, seed=seed, stream=stream, sample_offset=sample_offset,
                            dtype=_noise_dtype(mu.dtype), device=mu.device, backend="reference")
@@ -434,7 +441,7 @@ def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor, *, reduction: str = "s
     _check_tensor("mu", mu)
     _check_pair("mu", mu, "logvar", logvar)
     r = _code("reduction", reduction, _ref.REDUCTIONS)
-    which, ops = _which(backend, mu.device)
+    which, ops = _which(backend, mu)
     if ops is None:
         return _ref.kl_divergence(mu, logvar, r)
     return ops["kl_divergence"](mu, logvar, r)
