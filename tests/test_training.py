@@ -319,7 +319,7 @@ def _op_samples(device):
         (ops.training_kl_divergence.default, (xr, y2.clone().requires_grad_(), 2)),
         (ops.training_kl_divergence_backward.default, (torch.tensor(1.0, **f), x, y, 1)),
         (ops.training_reparameterize.default, (xr, y2.clone().requires_grad_(), 1, 2, 3)),
-        (ops.training_reparameterize_backward.default, (x, y2, 1, 2, 3)),
+        (ops.training_reparameterize_backward.default, (x, y2, y)),
     ]
 
 

@@ -110,3 +110,5 @@ def test_opcheck_gpu():
                           (x, x.clone(), t, table, 0, 1, 0, 5.0, 0.5, 1))
     torch.library.opcheck(ops.training_kl_divergence_triton.default, (x, x.clone(), 2))
     torch.library.opcheck(ops.training_reparameterize_triton.default, (x, x.clone(), 1, 2, 3))
+    torch.library.opcheck(ops.training_reparameterize_backward_triton.default,
+                          (x, x.clone(), x.clone()))

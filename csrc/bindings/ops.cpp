@@ -58,10 +58,11 @@ TORCH_LIBRARY(genfast, m) {
   m.def("training_kl_divergence(Tensor mu, Tensor logvar, int reduction) -> Tensor");
   m.def("training_kl_divergence_backward(Tensor grad, Tensor mu, Tensor logvar, int reduction) "
         "-> (Tensor, Tensor)");
+  // reparameterize returns (z, eps): eps is kept for the backward, which is then
+  // one elementwise pass instead of a second run of Philox.
   m.def("training_reparameterize(Tensor mu, Tensor logvar, SymInt seed, SymInt stream, "
-        "SymInt sample_offset) -> Tensor");
-  m.def("training_reparameterize_backward(Tensor grad, Tensor logvar, SymInt seed, SymInt stream, "
-        "SymInt sample_offset) -> Tensor");
+        "SymInt sample_offset) -> (Tensor, Tensor)");
+  m.def("training_reparameterize_backward(Tensor grad, Tensor logvar, Tensor eps) -> Tensor");
   // introspection
   m.def("_cpu_isa(str request) -> str", &cpu_isa);
   m.def("_build_torch_version() -> str", &build_torch_version);

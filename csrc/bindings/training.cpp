@@ -329,31 +329,35 @@ std::tuple<at::Tensor, at::Tensor> kl_backward_cpu(const at::Tensor& grad, const
   return {gm, gv};
 }
 
-at::Tensor reparam_impl(const at::Tensor& a_in, const at::Tensor& logvar, int64_t seed,
-                        int64_t stream, int64_t sample_offset, bool backward) {
-  const char* op = backward ? "reparameterize_backward" : "reparameterize";
-  const int dt = training_dtype_code(a_in.scalar_type(), true);
-  check_same(op, logvar, "logvar", a_in, backward ? "grad" : "mu");
-  const ItemLayout l = item_layout(a_in);
+std::tuple<at::Tensor, at::Tensor> reparameterize_cpu(const at::Tensor& mu,
+                                                      const at::Tensor& logvar, int64_t seed,
+                                                      int64_t stream, int64_t sample_offset) {
+  const int dt = training_dtype_code(mu.scalar_type(), true);
+  check_same("reparameterize", mu, "mu", logvar, "logvar");
+  const ItemLayout l = item_layout(mu);
   const cpu::StreamArgs s = stream_args(l.numel, seed, stream, sample_offset, l.items);
-  const at::Tensor a = contig(a_in), v = contig(logvar);
-  at::Tensor out = at::empty(a_in.sizes(), a_in.options());
-  if (a_in.numel() == 0) return out;
-  const cpu::ReparamArgs r{a.data_ptr(), v.data_ptr(), out.data_ptr(), dt, l.numel};
-  const auto f = backward ? kernels().reparameterize_backward : kernels().reparameterize;
+  const at::Tensor m = contig(mu), v = contig(logvar);
+  at::Tensor z = at::empty(mu.sizes(), mu.options()), eps = at::empty(mu.sizes(), mu.options());
+  if (mu.numel() == 0) return {z, eps};
+  const cpu::ReparamArgs r{m.data_ptr(), v.data_ptr(), z.data_ptr(), eps.data_ptr(), dt, l.numel};
+  const auto f = kernels().reparameterize;
   at::parallel_for(0, l.items * s.quads_per_item, kQuadGrain,
                    [&](int64_t b, int64_t e) { f(r, s, b, e); });
-  return out;
-}
-
-at::Tensor reparameterize_cpu(const at::Tensor& mu, const at::Tensor& logvar, int64_t seed,
-                              int64_t stream, int64_t sample_offset) {
-  return reparam_impl(mu, logvar, seed, stream, sample_offset, false);
+  return {z, eps};
 }
 
 at::Tensor reparameterize_backward_cpu(const at::Tensor& grad, const at::Tensor& logvar,
-                                       int64_t seed, int64_t stream, int64_t sample_offset) {
-  return reparam_impl(grad, logvar, seed, stream, sample_offset, true);
+                                       const at::Tensor& eps) {
+  const int dt = training_dtype_code(grad.scalar_type(), true);
+  check_same("reparameterize_backward", logvar, "logvar", grad, "grad");
+  check_same("reparameterize_backward", logvar, "logvar", eps, "eps");
+  const at::Tensor g = contig(grad), v = contig(logvar), e = contig(eps);
+  at::Tensor out = at::empty(grad.sizes(), grad.options());
+  const cpu::ReparamArgs r{g.data_ptr(), v.data_ptr(), out.data_ptr(),
+                           const_cast<void*>(e.data_ptr()), dt, 0};
+  const auto f = kernels().reparameterize_backward;
+  at::parallel_for(0, grad.numel(), kElemGrain, [&](int64_t b, int64_t x) { f(r, b, x); });
+  return out;
 }
 
 }  // namespace

@@ -201,32 +201,36 @@ std::tuple<at::Tensor, at::Tensor> kl_backward_cuda(const at::Tensor& grad, cons
   return {gm, gv};
 }
 
-at::Tensor reparam_cuda(const at::Tensor& a, const at::Tensor& logvar, int64_t seed,
-                        int64_t stream, int64_t sample_offset, bool backward) {
-  const char* op = backward ? "reparameterize_backward" : "reparameterize";
-  check_cuda(op, a);
-  check_same(op, logvar, "logvar", a, backward ? "grad" : "mu");
-  const int dt = training_dtype_code(a.scalar_type(), false);
-  const c10::cuda::CUDAGuard guard(a.device());
-  const ItemLayout l = item_layout(a);
+std::tuple<at::Tensor, at::Tensor> reparameterize_cuda(const at::Tensor& mu,
+                                                       const at::Tensor& logvar, int64_t seed,
+                                                       int64_t stream, int64_t sample_offset) {
+  check_cuda("reparameterize", mu);
+  check_same("reparameterize", mu, "mu", logvar, "logvar");
+  const int dt = training_dtype_code(mu.scalar_type(), false);
+  const c10::cuda::CUDAGuard guard(mu.device());
+  const ItemLayout l = item_layout(mu);
   const Seed s = seed_args(seed, stream, sample_offset, l.items, l.numel);
-  const at::Tensor ac = a.contiguous(), v = logvar.contiguous();
-  at::Tensor out = at::empty(a.sizes(), a.options());
-  if (a.numel() == 0) return out;
-  C10_CUDA_CHECK(cuda::launch_reparameterize(ac.data_ptr(), v.data_ptr(), out.data_ptr(), dt,
-                                             l.items, l.numel, backward, s.k0, s.k1, s.stream,
-                                             s.offset, current_stream()));
-  return out;
-}
-
-at::Tensor reparameterize_cuda(const at::Tensor& mu, const at::Tensor& logvar, int64_t seed,
-                               int64_t stream, int64_t sample_offset) {
-  return reparam_cuda(mu, logvar, seed, stream, sample_offset, false);
+  const at::Tensor m = mu.contiguous(), v = logvar.contiguous();
+  at::Tensor z = at::empty(mu.sizes(), mu.options()), eps = at::empty(mu.sizes(), mu.options());
+  C10_CUDA_CHECK(cuda::launch_reparameterize(m.data_ptr(), v.data_ptr(), z.data_ptr(),
+                                             eps.data_ptr(), dt, l.items, l.numel, s.k0, s.k1,
+                                             s.stream, s.offset, current_stream()));
+  return {z, eps};
 }
 
 at::Tensor reparameterize_backward_cuda(const at::Tensor& grad, const at::Tensor& logvar,
-                                        int64_t seed, int64_t stream, int64_t sample_offset) {
-  return reparam_cuda(grad, logvar, seed, stream, sample_offset, true);
+                                        const at::Tensor& eps) {
+  check_cuda("reparameterize_backward", grad);
+  check_same("reparameterize_backward", logvar, "logvar", grad, "grad");
+  check_same("reparameterize_backward", logvar, "logvar", eps, "eps");
+  const int dt = training_dtype_code(grad.scalar_type(), false);
+  const c10::cuda::CUDAGuard guard(grad.device());
+  const at::Tensor g = grad.contiguous(), v = logvar.contiguous(), e = eps.contiguous();
+  at::Tensor out = at::empty(grad.sizes(), grad.options());
+  C10_CUDA_CHECK(cuda::launch_reparameterize_backward(g.data_ptr(), v.data_ptr(), e.data_ptr(),
+                                                      out.data_ptr(), dt, grad.numel(),
+                                                      current_stream()));
+  return out;
 }
 
 }  // namespace

@@ -117,28 +117,51 @@ inline void normals(void* dst, int64_t base, int dtype, int64_t numel, const Str
   normal_fill(n, g0, g1);
 }
 
+// Forward: the stream's normals straight into the eps output (rounded to the
+// dtype, as genfast.randn(dtype=...) stores them), then z from it while hot.
 template <typename T>
-void reparam_t(const ReparamArgs& a, const StreamArgs& s, int64_t g0, int64_t g1, bool backward) {
+void reparam_t(const ReparamArgs& a, const StreamArgs& s, int64_t g0, int64_t g1) {
   using A = typename Acc<T>::type;
-  // fp16/bf16 normals rounded to the dtype, as genfast.randn(dtype=...) gives them
-  using N = typename std::conditional<std::is_same<T, double>::value, float, T>::type;
-  alignas(64) N eps[4 * kSubQuads];
   const T* m = static_cast<const T*>(a.mu_or_grad);
   const T* lv = static_cast<const T*>(a.logvar);
   T* out = static_cast<T*>(a.out);
+  T* eps = static_cast<T*>(a.eps);
   for (int64_t q0 = g0; q0 < g1; q0 += kSubQuads) {
     const int64_t q1 = q0 + kSubQuads < g1 ? q0 + kSubQuads : g1;
     const int64_t e0 = quad_element(q0, s.quads_per_item, a.numel);
     const int64_t e1 = quad_element(q1, s.quads_per_item, a.numel);
-    normals(eps, e0, a.dtype, a.numel, s, q0, q1);
-    const N* ep = eps - e0;
-    for (int64_t i = e0; i < e1; ++i) {
-      const A l = load(lv, i);
-      const A sd = exp_f((A)0.5 * clamp_logvar(l));
-      const A n = (A)load(ep, i);
-      const A v = load(m, i);
-      store(out, i, backward ? v * (A)0.5 * sd * n * logvar_inside(l) : v + sd * n);
+    if constexpr (std::is_same<T, double>::value) {  // float32 normals widened (gradcheck path)
+      alignas(64) float buf[4 * kSubQuads];
+      normals(buf, e0, kFloat32, a.numel, s, q0, q1);
+      for (int64_t i = e0; i < e1; ++i) store(eps, i, (A)buf[i - e0]);
+    } else {
+      normals(eps, 0, a.dtype, a.numel, s, q0, q1);
     }
+    const int64_t n = e1 - e0;
+    const T* mb = m + e0;
+    const T* lb = lv + e0;
+    const T* eb = eps + e0;
+    T* ob = out + e0;
+    for (int64_t i = 0; i < n; ++i) {
+      const A sd = exp_f((A)0.5 * clamp_logvar(load(lb, i)));
+      store(ob, i, load(mb, i) + sd * load(eb, i));
+    }
+  }
+}
+
+// Backward to logvar: g exp(clamp(lv)/2) eps / 2 inside the clamp.
+template <typename T>
+void reparam_backward_t(const ReparamArgs& a, int64_t e0, int64_t e1) {
+  using A = typename Acc<T>::type;
+  const T* g = static_cast<const T*>(a.mu_or_grad) + e0;
+  const T* lv = static_cast<const T*>(a.logvar) + e0;
+  const T* eps = static_cast<const T*>(a.eps) + e0;
+  T* out = static_cast<T*>(a.out) + e0;
+  const int64_t n = e1 - e0;
+  for (int64_t i = 0; i < n; ++i) {
+    const A l = load(lv, i);
+    const A sd = exp_f((A)0.5 * clamp_logvar(l));
+    store(out, i, load(g, i) * (A)0.5 * sd * load(eps, i) * logvar_inside(l));
   }
 }
 
@@ -223,11 +246,11 @@ void kl_backward(const ScaleArgs& a, int64_t e0, int64_t e1) {
 }
 
 void reparameterize(const ReparamArgs& a, const StreamArgs& s, int64_t g0, int64_t g1) {
-  dispatch(a.dtype, [&](auto* tag) { reparam_t<GENFAST_T>(a, s, g0, g1, false); });
+  dispatch(a.dtype, [&](auto* tag) { reparam_t<GENFAST_T>(a, s, g0, g1); });
 }
 
-void reparameterize_backward(const ReparamArgs& a, const StreamArgs& s, int64_t g0, int64_t g1) {
-  dispatch(a.dtype, [&](auto* tag) { reparam_t<GENFAST_T>(a, s, g0, g1, true); });
+void reparameterize_backward(const ReparamArgs& a, int64_t e0, int64_t e1) {
+  dispatch(a.dtype, [&](auto* tag) { reparam_backward_t<GENFAST_T>(a, e0, e1); });
 }
 
 void add_noise_seeded(const Affine2Args& a, void* noise, const StreamArgs& s, int64_t g0,

@@ -51,11 +51,14 @@ struct ScaleArgs {
   int64_t numel;
 };
 
-// reparameterize: z = mu + exp(clamp(lv) / 2) eps; backward g_lv = g exp(clamp(lv)/2) eps / 2 * inside
+// reparameterize: z = mu + exp(clamp(lv) / 2) eps, eps written from the stream
+// (forward, over quads); backward g_lv = g exp(clamp(lv)/2) eps / 2 * inside,
+// eps read back (over elements).
 struct ReparamArgs {
   const void* mu_or_grad;
   const void* logvar;
   void* out;
+  void* eps;
   int dtype;
   int64_t numel;
 };
@@ -73,8 +76,7 @@ struct ReparamArgs {
   void kl_backward(const ScaleArgs& a, int64_t e_begin, int64_t e_end);                        \
   void reparameterize(const ReparamArgs& a, const StreamArgs& s, int64_t quad_begin,          \
                       int64_t quad_end);                                                       \
-  void reparameterize_backward(const ReparamArgs& a, const StreamArgs& s, int64_t quad_begin, \
-                               int64_t quad_end);                                              \
+  void reparameterize_backward(const ReparamArgs& a, int64_t e_begin, int64_t e_end);          \
   }
 
 GENFAST_DECLARE_TRAINING_KERNELS(baseline)

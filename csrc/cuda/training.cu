@@ -181,8 +181,8 @@ reduce_backward_kernel(const float* g, const T* a, const T* b, T* o1, T* o2, int
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
-reparam_kernel(const T* a, const T* lv, T* out, int64_t total_quads, int64_t numel, int64_t qpi,
-               bool backward, uint32_t k0, uint32_t k1, uint32_t stream, uint32_t sample_offset) {
+reparam_kernel(const T* mu, const T* lv, T* z, T* eps, int64_t total_quads, int64_t numel,
+               int64_t qpi, uint32_t k0, uint32_t k1, uint32_t stream, uint32_t sample_offset) {
   GRID_STRIDE(g, total_quads) {
     const int64_t item = g / qpi;
     const int64_t q = g - item * qpi;
@@ -193,13 +193,22 @@ reparam_kernel(const T* a, const T* lv, T* out, int64_t total_quads, int64_t num
     const int64_t left = numel - 4 * q;
     for (int j = 0; j < 4; ++j) {
       if (j < left) {
-        const float l = ld(lv, base + j);
-        const float sd = tr::exp_f(0.5f * tr::clamp_logvar(l));
-        const float e = rounded(n[j], out);
-        const float v = ld(a, base + j);
-        st(out, base + j, backward ? v * 0.5f * sd * e * tr::logvar_inside(l) : v + sd * e);
+        const float sd = tr::exp_f(0.5f * tr::clamp_logvar(ld(lv, base + j)));
+        const float e = rounded(n[j], eps);
+        st(eps, base + j, e);
+        st(z, base + j, ld(mu, base + j) + sd * e);
       }
     }
+  }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+reparam_backward_kernel(const T* g, const T* lv, const T* eps, T* out, int64_t total) {
+  GRID_STRIDE(i, total) {
+    const float l = ld(lv, i);
+    const float sd = tr::exp_f(0.5f * tr::clamp_logvar(l));
+    st(out, i, ld(g, i) * 0.5f * sd * ld(eps, i) * tr::logvar_inside(l));
   }
 }
 
@@ -300,8 +309,8 @@ cudaError_t launch_item_reduce_backward(const float* g, const void* a, const voi
   });
 }
 
-cudaError_t launch_reparameterize(const void* a, const void* logvar, void* out, int dtype,
-                                  int64_t items, int64_t numel, bool backward, uint32_t k0,
+cudaError_t launch_reparameterize(const void* mu, const void* logvar, void* z, void* eps,
+                                  int dtype, int64_t items, int64_t numel, uint32_t k0,
                                   uint32_t k1, uint32_t noise_stream, uint32_t sample_offset,
                                   cudaStream_t stream) {
   const int64_t qpi = (numel + 3) / 4;
@@ -310,8 +319,21 @@ cudaError_t launch_reparameterize(const void* a, const void* logvar, void* out, 
   return typed(dtype, [&](auto* tag) {
     using T = GENFAST_T;
     reparam_kernel<T><<<grid_for(total), kThreads, 0, stream>>>(
-        static_cast<const T*>(a), static_cast<const T*>(logvar), static_cast<T*>(out), total,
-        numel, qpi, backward, k0, k1, noise_stream, sample_offset);
+        static_cast<const T*>(mu), static_cast<const T*>(logvar), static_cast<T*>(z),
+        static_cast<T*>(eps), total, numel, qpi, k0, k1, noise_stream, sample_offset);
+    return cudaGetLastError();
+  });
+}
+
+cudaError_t launch_reparameterize_backward(const void* g, const void* logvar, const void* eps,
+                                           void* out, int dtype, int64_t total,
+                                           cudaStream_t stream) {
+  if (total == 0) return cudaSuccess;
+  return typed(dtype, [&](auto* tag) {
+    using T = GENFAST_T;
+    reparam_backward_kernel<T><<<grid_for(total), kThreads, 0, stream>>>(
+        static_cast<const T*>(g), static_cast<const T*>(logvar), static_cast<const T*>(eps),
+        static_cast<T*>(out), total);
     return cudaGetLastError();
   });
 }

@@ -86,10 +86,10 @@ if CPU_LIB.loaded:
 
     @torch.library.register_fake("genfast::training_reparameterize")
     def _(mu, logvar, seed, stream, sample_offset):
-        return _like(mu)
+        return _like(mu), _like(mu)
 
     @torch.library.register_fake("genfast::training_reparameterize_backward")
-    def _(grad, logvar, seed, stream, sample_offset):
+    def _(grad, logvar, eps):
         return _like(grad)
 
 
@@ -157,16 +157,16 @@ def register_autograd(ops) -> None:
     torch.library.register_autograd(ops["kl_divergence"], kl_backward, setup_context=kl_setup)
 
     def reparam_setup(ctx, inputs, output):
-        mu, logvar, seed, stream, sample_offset = inputs
-        ctx.save_for_backward(logvar)
-        ctx.args = (seed, stream, sample_offset)
+        ctx.save_for_backward(inputs[1], output[1])  # logvar, eps
+        ctx.set_materialize_grads(False)
 
-    def reparam_backward(ctx, grad):
-        (logvar,) = ctx.saved_tensors
-        # dz/dmu = 1; dz/dlogvar = exp(lv/2) eps / 2 inside the clamp, eps
-        # regenerated from the stream (cheaper than saving it)
-        gv = (ops["reparameterize_backward"](grad, logvar, *ctx.args)
-              if ctx.needs_input_grad[1] else None)
+    def reparam_backward(ctx, grad, _grad_eps):
+        logvar, eps = ctx.saved_tensors
+        if grad is None:
+            return None, None, None, None, None
+        # dz/dmu = 1; dz/dlogvar = exp(lv/2) eps / 2 inside the clamp. eps is the
+        # forward's second output: reading it back costs less than rerunning Philox.
+        gv = ops["reparameterize_backward"](grad, logvar, eps) if ctx.needs_input_grad[1] else None
         return grad if ctx.needs_input_grad[0] else None, gv, None, None, None
 
     torch.library.register_autograd(ops["reparameterize"], reparam_backward,
@@ -414,8 +414,8 @@ def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, *, seed: int, stream:
 
     logvar is clamped to [-30, 20] first, as diffusers'
     DiagonalGaussianDistribution does, so exp never overflows (the gradient is
-    0 outside the clamp, like torch.clamp's). The backward regenerates eps from
-    the stream instead of saving it.
+    0 outside the clamp, like torch.clamp's). The op keeps eps for its fused
+    backward (one elementwise pass, no second run of the generator).
     """
     _check_tensor("mu", mu)
     _check_pair("mu", mu, "logvar", logvar)
@@ -427,7 +427,7 @@ def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, *, seed: int, stream:
         eps = _noise.randn(mu.shape, seed=seed, stream=stream, sample_offset=sample_offset,
                            dtype=_noise_dtype(mu.dtype), device=mu.device, backend="reference")
         return _ref.reparameterize(mu, logvar, eps.to(mu.dtype))
-    return ops["reparameterize"](mu, logvar, as_int64_bits(seed), stream, sample_offset)
+    return ops["reparameterize"](mu, logvar, as_int64_bits(seed), stream, sample_offset)[0]
 
 
 def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor, *, reduction: str = "sum",

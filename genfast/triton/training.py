@@ -230,24 +230,33 @@ def _item_reduce_backward_kernel(g_ptr, a_ptr, b_ptr, o1_ptr, o2_ptr, t_ptr, tab
 
 
 @triton.jit(do_not_specialize=["k0", "k1", "stream", "sample_offset"])
-def _reparam_kernel(a_ptr, lv_ptr, out_ptr, numel, qpi, k0, k1, stream, sample_offset,
-                    BACKWARD: tl.constexpr, BLOCK: tl.constexpr):
+def _reparam_kernel(mu_ptr, lv_ptr, z_ptr, eps_ptr, numel, qpi, k0, k1, stream, sample_offset,
+                    BLOCK: tl.constexpr):
     item = tl.program_id(1).to(tl.int64)
     q = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
     vals = _normals(q, item, k0, k1, stream, sample_offset, BLOCK)
     elem = (4 * q)[:, None] + tl.arange(0, 4).to(tl.int64)[None, :]
     mask = (q < qpi)[:, None] & (elem < numel)
     off = item * numel + elem
-    eps = vals.to(out_ptr.dtype.element_ty).to(tl.float32)
+    eps = vals.to(eps_ptr.dtype.element_ty)
+    tl.store(eps_ptr + off, eps, mask=mask)
     lv = tl.load(lv_ptr + off, mask=mask, other=0.0).to(tl.float32)
     sd = tl.exp(0.5 * tl.minimum(tl.maximum(lv, -30.0), 20.0))
-    a = tl.load(a_ptr + off, mask=mask, other=0.0).to(tl.float32)
-    if BACKWARD:
-        inside = (lv >= -30.0) & (lv <= 20.0)
-        v = tl.where(inside, a * 0.5 * sd * eps, 0.0)
-    else:
-        v = a + sd * eps
-    tl.store(out_ptr + off, v.to(out_ptr.dtype.element_ty), mask=mask)
+    mu = tl.load(mu_ptr + off, mask=mask, other=0.0).to(tl.float32)
+    tl.store(z_ptr + off, (mu + sd * eps.to(tl.float32)).to(z_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _reparam_backward_kernel(g_ptr, lv_ptr, eps_ptr, out_ptr, total, BLOCK: tl.constexpr):
+    i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    live = i < total
+    lv = tl.load(lv_ptr + i, mask=live, other=0.0).to(tl.float32)
+    inside = (lv >= -30.0) & (lv <= 20.0)
+    sd = tl.exp(0.5 * tl.minimum(tl.maximum(lv, -30.0), 20.0))
+    g = tl.load(g_ptr + i, mask=live, other=0.0).to(tl.float32)
+    e = tl.load(eps_ptr + i, mask=live, other=0.0).to(tl.float32)
+    tl.store(out_ptr + i, tl.where(inside, g * 0.5 * sd * e, 0.0).to(out_ptr.dtype.element_ty),
+             mask=live)
 
 
 # ---------------------------------------------------------------- launch helpers
@@ -387,28 +396,30 @@ def _kl_backward(grad: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
     return gm, gv
 
 
-def _reparam_launch(a, logvar, seed, stream, sample_offset, backward):
-    out = torch.empty(a.shape, dtype=a.dtype, device=a.device)
-    items, numel = _items(a)
+@torch.library.triton_op("genfast::training_reparameterize_triton", mutates_args=())
+def _reparam(mu: torch.Tensor, logvar: torch.Tensor, seed: int, stream: int,
+             sample_offset: int) -> tuple[torch.Tensor, torch.Tensor]:
+    z = torch.empty(mu.shape, dtype=mu.dtype, device=mu.device)
+    eps = torch.empty(mu.shape, dtype=mu.dtype, device=mu.device)
+    items, numel = _items(mu)
     qpi = (numel + 3) // 4
     if items * qpi:
         k0, k1 = key_words(seed)
         block = _block(qpi)
-        _launch(_reparam_kernel, (triton.cdiv(qpi, block), items), _c(a), _c(logvar), out, numel,
-                qpi, k0, k1, stream, sample_offset, BACKWARD=backward, BLOCK=block)
-    return out
-
-
-@torch.library.triton_op("genfast::training_reparameterize_triton", mutates_args=())
-def _reparam(mu: torch.Tensor, logvar: torch.Tensor, seed: int, stream: int,
-             sample_offset: int) -> torch.Tensor:
-    return _reparam_launch(mu, logvar, seed, stream, sample_offset, False)
+        _launch(_reparam_kernel, (triton.cdiv(qpi, block), items), _c(mu), _c(logvar), z, eps,
+                numel, qpi, k0, k1, stream, sample_offset, BLOCK=block)
+    return z, eps
 
 
 @torch.library.triton_op("genfast::training_reparameterize_backward_triton", mutates_args=())
-def _reparam_backward(grad: torch.Tensor, logvar: torch.Tensor, seed: int, stream: int,
-                      sample_offset: int) -> torch.Tensor:
-    return _reparam_launch(grad, logvar, seed, stream, sample_offset, True)
+def _reparam_backward(grad: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    out = torch.empty(grad.shape, dtype=grad.dtype, device=grad.device)
+    n = grad.numel()
+    if n:
+        block = _block(n)
+        _launch(_reparam_backward_kernel, (triton.cdiv(n, block),), _c(grad), _c(logvar), _c(eps),
+                out, n, BLOCK=block)
+    return out
 
 
 OPS = {
