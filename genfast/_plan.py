@@ -259,6 +259,13 @@ def _dpmpp_row(c, i, o, opts):
     at, st, ss = c["alpha_next"][i], c["sigma_vp_next"][i], c["sigma_vp"][i]
     h = c["h"][i]
     r0, r1 = c["r0"][i], c["r1"][i]
+    if h == 0.0:
+        # a step of zero length (final_sigmas_type="sigma_min" with Karras
+        # sigmas repeats the last sigma) is the identity: the finite limit of
+        # every coefficient. diffusers evaluates 0/0 there and returns NaN for
+        # second and third order with the heun form (tests/test_schedules.py).
+        c["c_x"][i], c["c_d0"][i], c["c_d1"][i], c["c_d2"][i], c["c_noise"][i] = 1, 0, 0, 0, 0
+        return
     if alg == "dpmsolver++":
         em = math.expm1(-h) if math.isfinite(h) else -1.0  # e^-h - 1
         cx = st / ss

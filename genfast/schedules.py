@@ -173,6 +173,7 @@ class Schedule:
                                 f"{self.num_train_timesteps}")
         self.prediction_type = _get(cfg, "prediction_type", "epsilon")
         self._tables: dict = {}
+        self._last = None
 
     # The (T, 4) float64 training table [sqrt(abar), sqrt(1 - abar), snr, sigma],
     # moved to each device once and cached: add_noise / diffusion_loss gather
@@ -181,11 +182,16 @@ class Schedule:
         return torch.zeros((0, 4), dtype=torch.float64)
 
     def table(self, device) -> torch.Tensor:
+        """The training table on ``device`` (moved there once, then cached)."""
+        last = self._last
+        if last is not None and last[0] == device:
+            return last[1]
         device = torch.device(device)
         key = (device.type, device.index)
         t = self._tables.get(key)
         if t is None:
             t = self._tables[key] = self._table_host().to(device)
+        self._last = (device, t)
         return t
 
     def set_timesteps(self, n: int, family: str | None = None, **kw) -> Inference:

@@ -334,7 +334,7 @@ def add_noise(x0: torch.Tensor, timesteps: torch.Tensor, schedule: Schedule, *,
         else:
             x_t, target = ops["add_noise"](x0, noise, timesteps, table, kind, pred)
         return x_t, noise, target
-    seed = check_int("seed", seed, 0, U64)
+    seed = _uint("seed", seed, U64)
     stream, sample_offset = _stream_args(stream, sample_offset, x0.shape[0])
     if ops is None:
         eps = _noise.randn(x0.shape, seed=seed, stream=stream, sample_offset=sample_offset,
@@ -350,10 +350,18 @@ def _noise_dtype(dtype):
     return torch.float32 if dtype == torch.float64 else dtype
 
 
+def _uint(name, value, hi):
+    # the common case (a Python int in range) costs one type check; anything
+    # else (SymInt under compile, numpy ints, bad values) takes check_int
+    if type(value) is int and 0 <= value < hi:
+        return value
+    return check_int(name, value, 0, hi)
+
+
 def _stream_args(stream, sample_offset, items):
-    stream = check_int("stream", stream, 0, U32)
-    sample_offset = check_int("sample_offset", sample_offset, 0, U32)
-    if not torch.compiler.is_compiling() and items > 0 and sample_offset + items > U32:
+    stream = _uint("stream", stream, U32)
+    sample_offset = _uint("sample_offset", sample_offset, U32)
+    if type(items) is int and items > 0 and sample_offset + items > U32:
         raise ValueError(f"sample_offset + batch size must be <= 2**32, got sample_offset="
                          f"{sample_offset} with {items} items")
     return stream, sample_offset
@@ -419,7 +427,7 @@ def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, *, seed: int, stream:
     """
     _check_tensor("mu", mu)
     _check_pair("mu", mu, "logvar", logvar)
-    seed = check_int("seed", seed, 0, U64)
+    seed = _uint("seed", seed, U64)
     items = mu.shape[0] if mu.dim() >= 2 else 1
     stream, sample_offset = _stream_args(stream, sample_offset, items)
     which, ops = _which(backend, mu)
