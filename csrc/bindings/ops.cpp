@@ -58,11 +58,11 @@ TORCH_LIBRARY(genfast, m) {
   m.def("training_kl_divergence(Tensor mu, Tensor logvar, int reduction) -> Tensor");
   m.def("training_kl_divergence_backward(Tensor grad, Tensor mu, Tensor logvar, int reduction) "
         "-> (Tensor, Tensor)");
-  // reparameterize returns (z, eps): eps is kept for the backward, which is then
-  // one elementwise pass instead of a second run of Philox.
+  // reparameterize returns (z, d) with d = exp(logvar/2) eps, kept for the
+  // backward (then one elementwise pass: no second run of Philox, no exp).
   m.def("training_reparameterize(Tensor mu, Tensor logvar, SymInt seed, SymInt stream, "
         "SymInt sample_offset) -> (Tensor, Tensor)");
-  m.def("training_reparameterize_backward(Tensor grad, Tensor logvar, Tensor eps) -> Tensor");
+  m.def("training_reparameterize_backward(Tensor grad, Tensor logvar, Tensor scaled_eps) -> Tensor");
   // introspection
   m.def("_cpu_isa(str request) -> str", &cpu_isa);
   m.def("_build_torch_version() -> str", &build_torch_version);

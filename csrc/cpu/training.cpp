@@ -117,8 +117,9 @@ inline void normals(void* dst, int64_t base, int dtype, int64_t numel, const Str
   normal_fill(n, g0, g1);
 }
 
-// Forward: the stream's normals straight into the eps output (rounded to the
-// dtype, as genfast.randn(dtype=...) stores them), then z from it while hot.
+// Forward: the stream's normals straight into the second output (rounded to
+// the dtype, as genfast.randn(dtype=...) stores them), then z = mu + d with
+// d = std * eps, and d replaces eps there: the backward then needs no exp.
 template <typename T>
 void reparam_t(const ReparamArgs& a, const StreamArgs& s, int64_t g0, int64_t g1) {
   using A = typename Acc<T>::type;
@@ -142,14 +143,16 @@ void reparam_t(const ReparamArgs& a, const StreamArgs& s, int64_t g0, int64_t g1
     const T* lb = lv + e0;
     const T* eb = eps + e0;
     T* ob = out + e0;
+    T* db = eps + e0;  // eps is overwritten by std * eps, the backward's input
     for (int64_t i = 0; i < n; ++i) {
-      const A sd = exp_f((A)0.5 * clamp_logvar(load(lb, i)));
-      store(ob, i, load(mb, i) + sd * load(eb, i));
+      const A d = exp_f((A)0.5 * clamp_logvar(load(lb, i))) * load(eb, i);
+      store(ob, i, load(mb, i) + d);
+      store(db, i, d);
     }
   }
 }
 
-// Backward to logvar: g exp(clamp(lv)/2) eps / 2 inside the clamp.
+// Backward to logvar: g d / 2 inside the clamp (d = exp(clamp(lv)/2) eps, saved).
 template <typename T>
 void reparam_backward_t(const ReparamArgs& a, int64_t e0, int64_t e1) {
   using A = typename Acc<T>::type;
@@ -159,9 +162,7 @@ void reparam_backward_t(const ReparamArgs& a, int64_t e0, int64_t e1) {
   T* out = static_cast<T*>(a.out) + e0;
   const int64_t n = e1 - e0;
   for (int64_t i = 0; i < n; ++i) {
-    const A l = load(lv, i);
-    const A sd = exp_f((A)0.5 * clamp_logvar(l));
-    store(out, i, load(g, i) * (A)0.5 * sd * load(eps, i) * logvar_inside(l));
+    store(out, i, load(g, i) * (A)0.5 * load(eps, i) * logvar_inside(load(lv, i)));
   }
 }
 

@@ -51,9 +51,9 @@ struct ScaleArgs {
   int64_t numel;
 };
 
-// reparameterize: z = mu + exp(clamp(lv) / 2) eps, eps written from the stream
-// (forward, over quads); backward g_lv = g exp(clamp(lv)/2) eps / 2 * inside,
-// eps read back (over elements).
+// reparameterize: z = mu + d, d = exp(clamp(lv) / 2) eps with eps from the
+// stream (forward, over quads; d is written to `eps` for the backward);
+// backward g_lv = g d / 2 * inside (over elements).
 struct ReparamArgs {
   const void* mu_or_grad;
   const void* logvar;

@@ -193,10 +193,10 @@ reparam_kernel(const T* mu, const T* lv, T* z, T* eps, int64_t total_quads, int6
     const int64_t left = numel - 4 * q;
     for (int j = 0; j < 4; ++j) {
       if (j < left) {
-        const float sd = tr::exp_f(0.5f * tr::clamp_logvar(ld(lv, base + j)));
-        const float e = rounded(n[j], eps);
-        st(eps, base + j, e);
-        st(z, base + j, ld(mu, base + j) + sd * e);
+        // d = std * eps (eps rounded to the dtype first, as genfast.randn stores it)
+        const float d = tr::exp_f(0.5f * tr::clamp_logvar(ld(lv, base + j))) * rounded(n[j], eps);
+        st(eps, base + j, d);
+        st(z, base + j, ld(mu, base + j) + d);
       }
     }
   }
@@ -206,9 +206,7 @@ template <typename T>
 __global__ void __launch_bounds__(kThreads)
 reparam_backward_kernel(const T* g, const T* lv, const T* eps, T* out, int64_t total) {
   GRID_STRIDE(i, total) {
-    const float l = ld(lv, i);
-    const float sd = tr::exp_f(0.5f * tr::clamp_logvar(l));
-    st(out, i, ld(g, i) * 0.5f * sd * ld(eps, i) * tr::logvar_inside(l));
+    st(out, i, ld(g, i) * 0.5f * ld(eps, i) * tr::logvar_inside(ld(lv, i)));
   }
 }
 

@@ -49,12 +49,13 @@ cudaError_t launch_item_reduce_backward(const float* g, const void* a, const voi
                                         int prediction, double gamma, double sigma_data,
                                         int reduction, cudaStream_t stream);
 
-// z = mu + exp(clamp(lv)/2) eps, eps (the stream's normals) written too.
+// z = mu + d, d = exp(clamp(lv)/2) eps (eps: the stream's normals); d is
+// written to `eps` for the backward.
 cudaError_t launch_reparameterize(const void* mu, const void* logvar, void* z, void* eps,
                                   int dtype, int64_t items, int64_t numel, uint32_t k0,
                                   uint32_t k1, uint32_t noise_stream, uint32_t sample_offset,
                                   cudaStream_t stream);
-// g_lv = g exp(clamp(lv)/2) eps / 2 inside the clamp.
+// g_lv = g d / 2 inside the clamp (`eps` holds d).
 cudaError_t launch_reparameterize_backward(const void* g, const void* logvar, const void* eps,
                                            void* out, int dtype, int64_t total,
                                            cudaStream_t stream);

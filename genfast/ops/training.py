@@ -157,15 +157,15 @@ def register_autograd(ops) -> None:
     torch.library.register_autograd(ops["kl_divergence"], kl_backward, setup_context=kl_setup)
 
     def reparam_setup(ctx, inputs, output):
-        ctx.save_for_backward(inputs[1], output[1])  # logvar, eps
+        ctx.save_for_backward(inputs[1], output[1])  # logvar, d = std * eps
         ctx.set_materialize_grads(False)
 
     def reparam_backward(ctx, grad, _grad_eps):
         logvar, eps = ctx.saved_tensors
         if grad is None:
             return None, None, None, None, None
-        # dz/dmu = 1; dz/dlogvar = exp(lv/2) eps / 2 inside the clamp. eps is the
-        # forward's second output: reading it back costs less than rerunning Philox.
+        # dz/dmu = 1; dz/dlogvar = exp(lv/2) eps / 2 = d / 2 inside the clamp, d
+        # the forward's second output: no second run of Philox, no exp.
         gv = ops["reparameterize_backward"](grad, logvar, eps) if ctx.needs_input_grad[1] else None
         return grad if ctx.needs_input_grad[0] else None, gv, None, None, None
 
@@ -422,8 +422,8 @@ def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, *, seed: int, stream:
 
     logvar is clamped to [-30, 20] first, as diffusers'
     DiagonalGaussianDistribution does, so exp never overflows (the gradient is
-    0 outside the clamp, like torch.clamp's). The op keeps eps for its fused
-    backward (one elementwise pass, no second run of the generator).
+    0 outside the clamp, like torch.clamp's). The op keeps d = exp(lv/2) eps
+    for its fused backward (one elementwise pass, no generator, no exp).
     """
     _check_tensor("mu", mu)
     _check_pair("mu", mu, "logvar", logvar)

@@ -238,12 +238,12 @@ def _reparam_kernel(mu_ptr, lv_ptr, z_ptr, eps_ptr, numel, qpi, k0, k1, stream, 
     elem = (4 * q)[:, None] + tl.arange(0, 4).to(tl.int64)[None, :]
     mask = (q < qpi)[:, None] & (elem < numel)
     off = item * numel + elem
-    eps = vals.to(eps_ptr.dtype.element_ty)
-    tl.store(eps_ptr + off, eps, mask=mask)
+    eps = vals.to(eps_ptr.dtype.element_ty).to(tl.float32)
     lv = tl.load(lv_ptr + off, mask=mask, other=0.0).to(tl.float32)
-    sd = tl.exp(0.5 * tl.minimum(tl.maximum(lv, -30.0), 20.0))
+    d = tl.exp(0.5 * tl.minimum(tl.maximum(lv, -30.0), 20.0)) * eps
+    tl.store(eps_ptr + off, d.to(eps_ptr.dtype.element_ty), mask=mask)  # for the backward
     mu = tl.load(mu_ptr + off, mask=mask, other=0.0).to(tl.float32)
-    tl.store(z_ptr + off, (mu + sd * eps.to(tl.float32)).to(z_ptr.dtype.element_ty), mask=mask)
+    tl.store(z_ptr + off, (mu + d).to(z_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -252,10 +252,9 @@ def _reparam_backward_kernel(g_ptr, lv_ptr, eps_ptr, out_ptr, total, BLOCK: tl.c
     live = i < total
     lv = tl.load(lv_ptr + i, mask=live, other=0.0).to(tl.float32)
     inside = (lv >= -30.0) & (lv <= 20.0)
-    sd = tl.exp(0.5 * tl.minimum(tl.maximum(lv, -30.0), 20.0))
     g = tl.load(g_ptr + i, mask=live, other=0.0).to(tl.float32)
-    e = tl.load(eps_ptr + i, mask=live, other=0.0).to(tl.float32)
-    tl.store(out_ptr + i, tl.where(inside, g * 0.5 * sd * e, 0.0).to(out_ptr.dtype.element_ty),
+    d = tl.load(eps_ptr + i, mask=live, other=0.0).to(tl.float32)  # std * eps
+    tl.store(out_ptr + i, tl.where(inside, g * 0.5 * d, 0.0).to(out_ptr.dtype.element_ty),
              mask=live)
 
 
