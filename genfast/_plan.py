@@ -60,6 +60,16 @@ PLAN_COLUMNS = (
     "c_noise",        # 17
     "r0",             # 18 h_{i-1} / h_i (history step ratio; 0 without history)
     "r1",             # 19 h_{i-2} / h_i
+    # UniPC corrector of the sample x_i this step starts from, applied before
+    # the predictor (fused: both read D_i): x_i <- cc_self x_i + cc_x x_{i-1}
+    # + cc_dnew D_i + cc_d0 D_{i-1} + cc_d1 D_{i-2} + cc_d2 D_{i-3}
+    # (identity, cc_self = 1, where there is no corrector).
+    "cc_self",        # 20
+    "cc_x",           # 21
+    "cc_dnew",        # 22
+    "cc_d0",          # 23
+    "cc_d1",          # 24
+    "cc_d2",          # 25
 )
 COL = {name: j for j, name in enumerate(PLAN_COLUMNS)}
 
@@ -121,6 +131,7 @@ def build_plan(schedule, n: int, sampler: str, device: torch.device, opts: dict)
     cols = {name: rows[:, j] for j, name in enumerate(PLAN_COLUMNS)}
     cols["order"][:] = 1.0
     cols["last"][-1] = 1.0
+    cols["cc_self"][:] = 1.0
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         if kind == "vp" and _FAMILY[sampler] == "ddim":
             inf = _ddim_rows(schedule, n, sampler, cols, opts)
@@ -216,7 +227,7 @@ def _multistep(c, sampler, opts):
     """DPM-Solver++ multistep (Lu et al. 2022, "DPM-Solver++: Fast Solver for
     Guided Sampling of Diffusion Probabilistic Models"), in diffusers' form, with
     its order warm-up and lower_order_final; UniPC (Zhao et al. 2023) gets the
-    same order schedule (its B_h coefficients are the step kernels' part)."""
+    same order schedule and its predictor / corrector coefficients."""
     n = len(c["sigma"])
     order = int(opts.get("solver_order", 2 if sampler == "dpmpp" else 2))
     if order not in (1, 2, 3):
@@ -247,6 +258,8 @@ def _multistep(c, sampler, opts):
         done = min(done + 1, order)
         if sampler == "dpmpp":
             _dpmpp_row(c, i, o, opts)
+        else:
+            _unipc_row(c, i, o, opts)
 
 
 def _dpmpp_row(c, i, o, opts):
@@ -298,3 +311,77 @@ def _dpmpp_row(c, i, o, opts):
         d2 += -v / r1
     c["c_x"][i], c["c_d0"][i], c["c_d1"][i], c["c_d2"][i] = cx, d0, d1, d2
     c["c_noise"][i] = noise
+
+
+def _unipc_rhos(lam, s0, t, order, ks, predict, bh):
+    """diffusers' UniPC (Zhao et al. 2023, "UniPC: A Unified Predictor-Corrector
+    Framework for Fast Sampling of Diffusion Models") in float64: r_k, h_phi_1,
+    B_h and the rho weights, for the update from lambda[s0] to lambda[t] with
+    history points s0 - k (k in ks)."""
+    h = lam[t] - lam[s0]
+    rks = [(lam[s0 - k] - lam[s0]) / h for k in ks] + [1.0]
+    hh = -h  # predict_x0
+    h_phi_1 = math.expm1(hh)
+    h_phi_k = h_phi_1 / hh - 1
+    B_h = hh if bh == "bh1" else math.expm1(hh)
+    fact = 1
+    R, b = [], []
+    for j in range(1, order + 1):
+        R.append([r ** (j - 1) for r in rks])
+        b.append(h_phi_k * fact / B_h)
+        fact *= j + 1
+        h_phi_k = h_phi_k / hh - 1 / fact
+    R, b = np.array(R), np.array(b)
+    if predict:
+        if order == 1:
+            rhos = np.zeros(0)
+        elif order == 2:
+            rhos = np.array([0.5])
+        else:
+            rhos = np.linalg.solve(R[:-1, :-1], b[:-1])
+    else:
+        rhos = np.array([0.5]) if order == 1 else np.linalg.solve(R, b)
+    return rks, h_phi_1, B_h, rhos
+
+
+def _unipc_row(c, i, o, opts):
+    bh = opts.get("solver_type", "bh2")
+    if bh not in ("bh1", "bh2"):
+        raise ValueError(f"solver_type must be bh1 or bh2 for unipc, got {bh!r}")
+    lam = c["lambda"].tolist() + [c["lambda_next"][-1]]
+    svp = c["sigma_vp"].tolist() + [c["sigma_vp_next"][-1]]
+    alpha = c["alpha"].tolist() + [c["alpha_next"][-1]]
+    # predictor i -> i + 1 from D_i (m0) and D_{i-k} (k < o)
+    at = alpha[i + 1]
+    try:
+        rks, phi1, B, rhos = _unipc_rhos(lam, i, i + 1, o, range(1, o), True, bh)
+        d = [-at * phi1, 0.0, 0.0]
+        for k, rho in enumerate(rhos, start=1):
+            d[0] += at * B * rho / rks[k - 1]
+            d[k] -= at * B * rho / rks[k - 1]
+        row = [svp[i + 1] / svp[i]] + d
+    except np.linalg.LinAlgError:  # r_k all 0: singular system
+        row = [math.nan]
+    if not all(math.isfinite(v) for v in row):
+        # sigma_next = 0 with order > 1 (lower_order_final off): diffusers'
+        # r_k -> 0 and B_h / h blow up (NaN); the plan takes the first-order
+        # finite limit, x_next = D_i.
+        row = [svp[i + 1] / svp[i], -at * math.expm1(-(lam[i + 1] - lam[i])), 0.0, 0.0]
+        if not math.isfinite(row[1]):
+            row[1] = at
+    c["c_x"][i], c["c_d0"][i], c["c_d1"][i], c["c_d2"][i] = row
+    # corrector of x_i (from x_{i-1}, order of step i - 1), as diffusers' step i
+    disabled = opts.get("disable_corrector", ())
+    if i == 0 or (i - 1) in disabled:
+        return
+    q = int(c["order"][i - 1])
+    rks, phi1, B, rhos = _unipc_rhos(lam, i - 1, i, q, range(1, q), False, bh)
+    a_i = alpha[i]
+    cc = {"cc_self": 0.0, "cc_x": svp[i] / svp[i - 1], "cc_dnew": -a_i * B * rhos[-1],
+          "cc_d0": -a_i * phi1 + a_i * B * rhos[-1], "cc_d1": 0.0, "cc_d2": 0.0}
+    for k in range(1, q):
+        w = a_i * B * rhos[k - 1] / rks[k - 1]
+        cc["cc_d0"] += w
+        cc["cc_d" + str(k)] -= w
+    for name, v in cc.items():
+        c[name][i] = v

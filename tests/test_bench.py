@@ -21,7 +21,7 @@ ROW_KEYS = {"op", "size", "mode", "provider", "median_ms", "p20_ms", "p80_ms", "
 def test_bench_json(tmp_path, capsys, restore_threads):
     path = tmp_path / "bench.json"
     rc = genfast.cli.main(["bench", "--device", "cpu", "--threads", "1", "--sizes", "4096",
-                           "--json", str(path)])
+                           "--suite", "noise", "--json", str(path)])
     assert rc == 0
     doc = json.loads(path.read_text())
     rows = doc["rows"]
@@ -112,3 +112,18 @@ def test_pytest_benchmark_suites_run():
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert " passed" in r.stdout and " failed" not in r.stdout
+
+
+def test_training_suite_cases_run():
+    """The training suite's cases build and every non-compiled provider runs
+    once (timing is `genfast bench --suite training`'s job, not a test's)."""
+    from genfast.bench import training
+    cases = training.cases(torch.device("cpu"), sizes=[16384])
+    assert {c.op for c in cases} == {"add_noise", "min_snr_loss", "reparam+kl",
+                                     "add_noise overhead"}
+    for case in cases:
+        names = [p.name for p in case.providers]
+        assert names[0] == "genfast" and case.baseline == "genfast"
+        for p in case.providers:
+            if "compile" not in p.name:
+                p.make()()

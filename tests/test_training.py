@@ -422,3 +422,53 @@ def test_raw_op_checks_timesteps():
     with pytest.raises(ValueError, match=r"timesteps\[1\] = 1000 is out of range"):
         torch.ops.genfast.training_add_noise_seeded(x0, torch.tensor([0, 1000]), g.table("cpu"),
                                                     0, 0, 1, 0, 0)
+
+
+# ---------------------------------------------------------------- GPU only
+
+requires_cuda = pytest.mark.skipif("cuda" not in BACKENDS, reason="needs the cuda backend and a GPU")
+
+
+@requires_cuda
+def test_cuda_out_of_range_timesteps_poison_their_item():
+    # no host check on the GPU (it would sync): the item turns NaN, the others stay right
+    _, g = ddpm()
+    x0 = torch.randn(3, 4, 5, device="cuda")
+    t = torch.tensor([5, 1000, -1], device="cuda")
+    x_t, noise, target = genfast.add_noise(x0, t, g, seed=1, backend="cuda")
+    assert torch.isfinite(x_t[0]).all() and torch.isnan(x_t[1:]).all()
+    loss = genfast.diffusion_loss(x0, noise, t, g, reduction="none", backend="cuda")
+    assert torch.isfinite(loss[0]) and torch.isnan(loss[1:]).all()
+
+
+@requires_cuda
+def test_cuda_matches_cpu_bits_of_noise():
+    _, g = ddpm()
+    x0 = torch.randn(3, 4, 5)
+    t = torch.tensor([5, 10, 999])
+    cpu = genfast.add_noise(x0, t, g, seed=3, stream=2, backend="cpu")[1]
+    gpu = genfast.add_noise(x0.cuda(), t.cuda(), g, seed=3, stream=2, backend="cuda")[1]
+    assert torch.equal(cpu, gpu.cpu())
+
+
+@requires_cuda
+def test_cuda_training_step_captures_in_a_graph():
+    _, g = ddpm()
+    x0 = torch.randn(4, 4, 8, 8, device="cuda")
+    t = torch.randint(0, 1000, (4,), device="cuda")
+    g.table("cuda")
+
+    def step():
+        x_t, noise, target = genfast.add_noise(x0, t, g, seed=1, prediction_type="v_prediction")
+        return genfast.diffusion_loss(x_t, target, t, g, weighting="min_snr",
+                                      prediction_type="v_prediction")
+    s = torch.cuda.Stream()
+    with torch.cuda.stream(s):
+        step()
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = step()
+    graph.replay()
+    torch.cuda.synchronize()
+    torch.testing.assert_close(out, step())

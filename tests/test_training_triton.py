@@ -112,3 +112,18 @@ def test_opcheck_gpu():
     torch.library.opcheck(ops.training_reparameterize_triton.default, (x, x.clone(), 1, 2, 3))
     torch.library.opcheck(ops.training_reparameterize_backward_triton.default,
                           (x, x.clone(), x.clone()))
+
+
+@requires_cuda
+def test_compile_gpu():
+    torch._dynamo.reset()
+    x0 = torch.randn(2, 4, 6, device=DEVICE, requires_grad=True)
+    t = torch.tensor([3, 998], device=DEVICE)
+
+    def step(x0):
+        x_t, _, target = genfast.add_noise(x0, t, VP, seed=1, prediction_type="v_prediction",
+                                           backend="triton")
+        return genfast.diffusion_loss(x_t, target, t, VP, weighting="min_snr",
+                                      prediction_type="v_prediction", backend="triton")
+    out = torch.compile(step, fullgraph=True)(x0)
+    torch.testing.assert_close(out, step(x0))
