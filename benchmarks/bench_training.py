@@ -32,9 +32,11 @@ def _sync():
 
 
 @pytest.mark.parametrize("case, provider", PARAMS)
-def test_training(benchmark, case, provider):
+def test_training(benchmark, case, provider, request):
     if provider.skip:
         pytest.skip(provider.skip)
+    if "compile" in provider.name and request.config.getoption("benchmark_disable"):
+        pytest.skip("smoke run (--benchmark-disable): torch.compile providers only when timing")
     fn = provider.make()  # untimed set-up (buffers, compilation)
     benchmark.group = f"{case.op} {size_label(case.numel)} {case.mode}"
     benchmark.extra_info.update(provider=provider.name, numel=case.numel, mode=case.mode,

@@ -1,6 +1,6 @@
 """Training suite: the fused training ops against the code a training loop
 runs today (float32, latents of shape (16, 4, 128, 128) = 1M elements unless
-``sizes`` says otherwise: then (n / 16384, 4, 64, 64)).
+``sizes`` says otherwise: then see `_shape`).
 
 Cases (mode "fwd" or "fwd+bwd"):
 * add_noise: in-kernel noise + x_t + v target. Providers: "genfast";
@@ -40,7 +40,13 @@ REFERENCE_REPS = 5
 
 
 def _shape(n: int):
-    return (16, 4, 128, 128) if n == 1 << 20 else (max(1, n // 16384), 4, 64, 64)
+    """Latents of n elements: 16 x 4 x 128 x 128 at 1M, else batches of 4 x 64 x 64
+    (or one item of 4 x n/4 below that)."""
+    if n == 1 << 20:
+        return (16, 4, 128, 128)
+    if n % 16384 == 0:
+        return (n // 16384, 4, 64, 64)
+    return (1, 4, max(1, n // 4))
 
 
 def _diffusers_scheduler():
