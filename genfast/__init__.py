@@ -10,9 +10,12 @@ from .backend import (BACKENDS, BackendUnavailableError, get_backend, set_backen
 from ._extension import GenfastConfigWarning, GenfastFallbackWarning
 from .info import info
 from .ops.noise import philox, randn
+from .ops.training import add_noise, diffusion_loss
+from . import schedules, vae
 
 __all__ = [
     "__version__", "BACKENDS", "BackendUnavailableError", "GenfastFallbackWarning",
     "GenfastConfigWarning",
     "get_backend", "set_backend", "use_backend", "info", "randn", "philox",
+    "add_noise", "diffusion_loss", "schedules", "vae",
 ]

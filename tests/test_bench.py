@@ -21,7 +21,7 @@ ROW_KEYS = {"op", "size", "mode", "provider", "median_ms", "p20_ms", "p80_ms", "
 def test_bench_json(tmp_path, capsys, restore_threads):
     path = tmp_path / "bench.json"
     rc = genfast.cli.main(["bench", "--device", "cpu", "--threads", "1", "--sizes", "4096",
-                           "--json", str(path)])
+                           "--suite", "noise", "--json", str(path)])
     assert rc == 0
     doc = json.loads(path.read_text())
     rows = [r for r in doc["rows"] if r["mode"] != "overhead"]
@@ -223,3 +223,17 @@ def test_plot(tmp_path):
     assert rc == 0
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+def test_training_suite_cases_run():
+    """The training suite's cases build and every non-compiled provider runs
+    once (timing is `genfast bench --suite training`'s job, not a test's)."""
+    from genfast.bench import training
+    cases = training.cases(torch.device("cpu"), sizes=[16384])
+    assert {c.op for c in cases} == {"add_noise", "min_snr_loss", "reparam+kl",
+                                     "add_noise overhead"}
+    for case in cases:
+        names = [p.name for p in case.providers]
+        assert names[0] == "genfast" and case.baseline == "genfast"
+        for p in case.providers:
+            if "compile" not in p.name:
+                p.make()()

@@ -70,6 +70,28 @@ TORCH_LIBRARY(genfast, m) {
   // SymInt: a sampler's step index can be the stream without a recompile per step.
   def_inplace(m, "noise_normal(Tensor(a!) out, SymInt seed, SymInt stream, SymInt sample_offset) -> ()");
   m.def("noise_philox(Tensor counter, SymInt seed) -> Tensor");
+  // training: genfast/ops/training.py (add_noise, diffusion_loss, vae). Schedule
+  // kind 0 vp / 1 sigma / 2 flow; prediction 0 epsilon / 1 v / 2 sample / 3 flow;
+  // weighting 0 none / 1 min-SNR / 2 EDM; reduction 0 none / 1 mean / 2 sum.
+  m.def("training_add_noise(Tensor x0, Tensor noise, Tensor timesteps, Tensor table, int kind, "
+        "int prediction) -> (Tensor, Tensor)");
+  m.def("training_add_noise_seeded(Tensor x0, Tensor timesteps, Tensor table, int kind, "
+        "int prediction, SymInt seed, SymInt stream, SymInt sample_offset) -> (Tensor, Tensor, Tensor)");
+  m.def("training_add_noise_backward(Tensor? grad_x_t, Tensor? grad_target, Tensor timesteps, "
+        "Tensor table, int kind, int prediction, int wrt) -> Tensor");
+  m.def("training_diffusion_loss(Tensor pred, Tensor target, Tensor timesteps, Tensor table, "
+        "int kind, int weighting, int prediction, float gamma, float sigma_data, int reduction) -> Tensor");
+  m.def("training_diffusion_loss_backward(Tensor grad, Tensor pred, Tensor target, Tensor timesteps, "
+        "Tensor table, int kind, int weighting, int prediction, float gamma, float sigma_data, "
+        "int reduction) -> Tensor");
+  m.def("training_kl_divergence(Tensor mu, Tensor logvar, int reduction) -> Tensor");
+  m.def("training_kl_divergence_backward(Tensor grad, Tensor mu, Tensor logvar, int reduction) "
+        "-> (Tensor, Tensor)");
+  // reparameterize returns (z, d) with d = exp(logvar/2) eps, kept for the
+  // backward (then one elementwise pass: no second run of Philox, no exp).
+  m.def("training_reparameterize(Tensor mu, Tensor logvar, SymInt seed, SymInt stream, "
+        "SymInt sample_offset) -> (Tensor, Tensor)");
+  m.def("training_reparameterize_backward(Tensor grad, Tensor logvar, Tensor scaled_eps) -> Tensor");
   // introspection
   m.def("_cpu_isa(str request) -> str", &cpu_isa);
   m.def("_build_torch_version() -> str", &build_torch_version);
