@@ -94,19 +94,30 @@ void knots(const T* tu, int K, T lo, T hi, T min_b, T coef, T* sm, T* knot) {
   for (int l = 0; l < L; ++l) knot[K * L + l] = hi;
 }
 
-// Knot derivatives d[k] = min_d + softplus(u) and sig[k] = sigmoid(u) = dd/du;
-// with linear tails d[0] and d[K] come from the constant padding (no gradient).
+// Knot derivatives d[k] = min_d + softplus(u) and, for the backward,
+// sig[k] = sigmoid(u) = dd/du; with linear tails d[0] and d[K] come from the
+// constant padding (no gradient). Each row is one straight loop over lanes (a
+// select between a constant and a load would keep it scalar).
 template <typename T>
-void derivatives(const RqConsts<T>& c, const T* td, T* d, T* sig) {
+void derivatives(const RqConsts<T>& c, const T* td, T* d, T* sig, bool need_sig) {
   const int K = c.K;
-  const T dt = c.min_d + fl_softplus(c.tail_u);
-  for (int k = 0; k <= K; ++k) {
-    const bool pad = c.tails && (k == 0 || k == K);
-    const int j = c.tails ? k - 1 : k;
+  const int first = c.tails ? 1 : 0, last = c.tails ? K - 1 : K, off = c.tails ? 1 : 0;
+  if (c.tails) {
+    const T dt = c.min_d + fl_softplus(c.tail_u);
     for (int l = 0; l < L; ++l) {
-      const T u = pad ? c.tail_u : td[j * L + l];
-      d[k * L + l] = pad ? dt : c.min_d + fl_softplus(u);
-      sig[k * L + l] = pad ? T(0) : fl_sigmoid(u);
+      d[l] = dt;
+      d[K * L + l] = dt;
+      sig[l] = T(0);
+      sig[K * L + l] = T(0);
+    }
+  }
+  for (int k = first; k <= last; ++k) {
+    const T* u = td + (k - off) * L;
+    T* dk = d + k * L;
+    for (int l = 0; l < L; ++l) dk[l] = c.min_d + fl_softplus(u[l]);
+    if (need_sig) {
+      T* sk = sig + k * L;
+      for (int l = 0; l < L; ++l) sk[l] = fl_sigmoid(u[l]);
     }
   }
 }
@@ -121,7 +132,7 @@ struct Prepared {
 // Loads a block, builds its knots, and finds every lane's bin and region.
 template <typename T>
 void prepare(const RqConsts<T>& c, const RqArgs& a, int64_t i0, int n, Work<T>& w,
-             Prepared<T>& p) {
+             Prepared<T>& p, bool need_sig) {
   const int K = c.K;
   const T* in = static_cast<const T*>(a.in);
   transpose_in(static_cast<const T*>(a.uw), i0, n, K, w.tw.data());
@@ -129,7 +140,7 @@ void prepare(const RqConsts<T>& c, const RqArgs& a, int64_t i0, int n, Work<T>& 
   if (c.nd() > 0) transpose_in(static_cast<const T*>(a.ud), i0, n, c.nd(), w.td.data());
   knots(w.tw.data(), K, c.left, c.right, c.min_w, c.coef_w, w.smw.data(), w.cw.data());
   knots(w.th.data(), K, c.bottom, c.top, c.min_h, c.coef_h, w.smh.data(), w.ch.data());
-  derivatives(c, w.td.data(), w.d.data(), w.sig.data());
+  derivatives(c, w.td.data(), w.d.data(), w.sig.data(), need_sig);
   const T* kn = c.inverse ? w.ch.data() : w.cw.data();
   const T lo = c.inverse ? c.bottom : c.left;
   const T hi = c.inverse ? c.top : c.right;
@@ -155,7 +166,7 @@ RqBin<T> gather(const Work<T>& w, int b, int l) {
   return r;
 }
 
-template <typename T>
+template <typename T, bool INV, bool TAILS>
 void rq_forward_range(const RqArgs& a, int64_t begin, int64_t end) {
   const RqConsts<T> c(a);
   Work<T> w(c.K, c.nd());
@@ -165,11 +176,15 @@ void rq_forward_range(const RqArgs& a, int64_t begin, int64_t end) {
   alignas(64) T o[L], ld[L];
   for (int64_t i0 = begin; i0 < end; i0 += L) {
     const int n = static_cast<int>(std::min<int64_t>(L, end - i0));
-    prepare(c, a, i0, n, w, p);
+    prepare(c, a, i0, n, w, p, false);
     for (int l = 0; l < L; ++l) {
       const RqBin<T> b = gather(w, p.bin[l], l);
-      const RqOut<T> r = c.inverse ? rq_inverse(p.v[l], b, p.region[l], c.tails)
-                                   : rq_forward(p.v[l], b, p.region[l], c.tails);
+      RqOut<T> r;
+      if constexpr (INV) {
+        r = rq_inverse(p.v[l], b, p.region[l], TAILS);
+      } else {
+        r = rq_forward(p.v[l], b, p.region[l], TAILS);
+      }
       o[l] = r.out;
       ld[l] = r.lad;
     }
@@ -180,7 +195,7 @@ void rq_forward_range(const RqArgs& a, int64_t begin, int64_t end) {
   }
 }
 
-template <typename T>
+template <typename T, bool INV, bool TAILS>
 void rq_backward_range(const RqArgs& a, int64_t begin, int64_t end) {
   const RqConsts<T> c(a);
   const int K = c.K;
@@ -199,14 +214,14 @@ void rq_backward_range(const RqArgs& a, int64_t begin, int64_t end) {
   const T sh = (c.top - c.bottom) * c.coef_h;
   for (int64_t i0 = begin; i0 < end; i0 += L) {
     const int n = static_cast<int>(std::min<int64_t>(L, end - i0));
-    prepare(c, a, i0, n, w, p);
+    prepare(c, a, i0, n, w, p, true);
     for (int l = 0; l < L; ++l) {
       const int64_t i = i0 + (l < n ? l : 0);
       const RqBin<T> b = gather(w, p.bin[l], l);
       // the point in x whose forward image is y (inverse), or x itself
-      const T x = c.inverse ? rq_inverse(p.v[l], b, p.region[l], c.tails).out : p.v[l];
-      const RqGrad<T> g =
-          rq_backward(x, b, p.region[l], c.tails, c.inverse, g_out[i], g_lad[i]);
+      T x = p.v[l];
+      if constexpr (INV) x = rq_inverse(p.v[l], b, p.region[l], TAILS).out;
+      const RqGrad<T> g = rq_backward(x, b, p.region[l], TAILS, INV, g_out[i], g_lad[i]);
       gi[l] = g.in;
       gcw0[l] = g.xk - g.w;
       gcw1[l] = g.w;
@@ -247,7 +262,7 @@ void rq_backward_range(const RqArgs& a, int64_t begin, int64_t end) {
   }
 }
 
-template <int ACT, typename T>
+template <int ACT, bool INV, typename T>
 void affine_forward_tasks(const AffineArgs& a, int64_t begin, int64_t end) {
   const T* in = static_cast<const T*>(a.in);
   const T* sh = static_cast<const T*>(a.shift);
@@ -255,23 +270,28 @@ void affine_forward_tasks(const AffineArgs& a, int64_t begin, int64_t end) {
   T* out = static_cast<T*>(a.out);
   T* part = static_cast<T*>(a.lad_partial);
   const T clamp = T(a.clamp);
-  const bool inv = a.inverse;
   for (int64_t t = begin; t < end; ++t) {
     const int64_t row = t / a.chunks_per_row;
     const int64_t j0 = (t - row * a.chunks_per_row) * a.chunk;
     const int64_t j1 = std::min(a.row_len, j0 + a.chunk);
     const int64_t base = row * a.row_len;
-    // one accumulator per lane: a vectorisable sum without reassociation
+    // Element loop first (it vectorises), then the log-scales are summed with
+    // one accumulator per lane: a vectorisable sum without reassociation.
+    constexpr int kBuf = 256;
+    alignas(64) T buf[kBuf];
     alignas(64) T acc[L] = {};
-    int64_t j = j0;
-    for (; j + L <= j1; j += L)
-      for (int l = 0; l < L; ++l) {
-        const int64_t e = base + j + l;
-        out[e] = affine_apply<ACT>(in[e], sh[e], uu[e], clamp, inv, &acc[l]);
+    for (int64_t j = j0; j < j1; j += kBuf) {
+      const int n = static_cast<int>(std::min<int64_t>(kBuf, j1 - j));
+      const int64_t e0 = base + j;
+      for (int i = 0; i < n; ++i) {
+        const AffineOut<T> r = affine_apply<ACT>(in[e0 + i], sh[e0 + i], uu[e0 + i], clamp, INV);
+        out[e0 + i] = r.out;
+        buf[i] = r.lad;
       }
-    for (; j < j1; ++j) {
-      const int64_t e = base + j;
-      out[e] = affine_apply<ACT>(in[e], sh[e], uu[e], clamp, inv, &acc[0]);
+      int i = 0;
+      for (; i + L <= n; i += L)
+        for (int l = 0; l < L; ++l) acc[l] += buf[i + l];
+      for (; i < n; ++i) acc[0] += buf[i];
     }
     T total = T(0);
     for (int l = 0; l < L; ++l) total += acc[l];
@@ -279,7 +299,7 @@ void affine_forward_tasks(const AffineArgs& a, int64_t begin, int64_t end) {
   }
 }
 
-template <int ACT, typename T>
+template <int ACT, bool INV, typename T>
 void affine_backward_tasks(const AffineArgs& a, int64_t begin, int64_t end) {
   const T* in = static_cast<const T*>(a.in);
   const T* sh = static_cast<const T*>(a.shift);
@@ -290,7 +310,6 @@ void affine_backward_tasks(const AffineArgs& a, int64_t begin, int64_t end) {
   T* gs = static_cast<T*>(a.g_shift);
   T* gu = static_cast<T*>(a.g_u);
   const T clamp = T(a.clamp);
-  const bool inv = a.inverse;
   for (int64_t t = begin; t < end; ++t) {
     const int64_t row = t / a.chunks_per_row;
     const int64_t j0 = (t - row * a.chunks_per_row) * a.chunk;
@@ -299,7 +318,7 @@ void affine_backward_tasks(const AffineArgs& a, int64_t begin, int64_t end) {
     const T g_lad = gl[row];
     for (int64_t j = j0; j < j1; ++j) {
       const int64_t e = base + j;
-      const AffineGrad<T> g = affine_backward<ACT>(in[e], sh[e], uu[e], clamp, inv, go[e], g_lad);
+      const AffineGrad<T> g = affine_backward<ACT>(in[e], sh[e], uu[e], clamp, INV, go[e], g_lad);
       gi[e] = g.in;
       gs[e] = g.shift;
       gu[e] = g.u;
@@ -311,8 +330,11 @@ template <typename T, bool BACKWARD>
 void affine_dispatch(const AffineArgs& a, int64_t begin, int64_t end) {
 #define GENFAST_AFFINE_CASE(ACT)                                                   \
   case ACT:                                                                        \
-    return BACKWARD ? affine_backward_tasks<ACT, T>(a, begin, end)                 \
-                    : affine_forward_tasks<ACT, T>(a, begin, end);
+    if (a.inverse)                                                                 \
+      return BACKWARD ? affine_backward_tasks<ACT, true, T>(a, begin, end)         \
+                      : affine_forward_tasks<ACT, true, T>(a, begin, end);         \
+    return BACKWARD ? affine_backward_tasks<ACT, false, T>(a, begin, end)          \
+                    : affine_forward_tasks<ACT, false, T>(a, begin, end);
   switch (a.act) {
     GENFAST_AFFINE_CASE(kActNone)
     GENFAST_AFFINE_CASE(kActSigmoid)
@@ -326,15 +348,32 @@ void affine_dispatch(const AffineArgs& a, int64_t begin, int64_t end) {
 #undef GENFAST_AFFINE_CASE
 }
 
+// Direction and tails are template arguments: the element loops then carry no
+// branch and vectorise.
+template <typename T, bool BACKWARD>
+void rq_dispatch(const RqArgs& a, int64_t b, int64_t e) {
+  const int which = (a.inverse ? 2 : 0) + (a.linear_tails ? 1 : 0);
+  switch (which) {
+    case 0: return BACKWARD ? rq_backward_range<T, false, false>(a, b, e)
+                            : rq_forward_range<T, false, false>(a, b, e);
+    case 1: return BACKWARD ? rq_backward_range<T, false, true>(a, b, e)
+                            : rq_forward_range<T, false, true>(a, b, e);
+    case 2: return BACKWARD ? rq_backward_range<T, true, false>(a, b, e)
+                            : rq_forward_range<T, true, false>(a, b, e);
+    default: return BACKWARD ? rq_backward_range<T, true, true>(a, b, e)
+                             : rq_forward_range<T, true, true>(a, b, e);
+  }
+}
+
 }  // namespace
 
-void rq_spline_f32(const RqArgs& a, int64_t b, int64_t e) { rq_forward_range<float>(a, b, e); }
-void rq_spline_f64(const RqArgs& a, int64_t b, int64_t e) { rq_forward_range<double>(a, b, e); }
+void rq_spline_f32(const RqArgs& a, int64_t b, int64_t e) { rq_dispatch<float, false>(a, b, e); }
+void rq_spline_f64(const RqArgs& a, int64_t b, int64_t e) { rq_dispatch<double, false>(a, b, e); }
 void rq_spline_backward_f32(const RqArgs& a, int64_t b, int64_t e) {
-  rq_backward_range<float>(a, b, e);
+  rq_dispatch<float, true>(a, b, e);
 }
 void rq_spline_backward_f64(const RqArgs& a, int64_t b, int64_t e) {
-  rq_backward_range<double>(a, b, e);
+  rq_dispatch<double, true>(a, b, e);
 }
 void affine_coupling_f32(const AffineArgs& a, int64_t b, int64_t e) {
   affine_dispatch<float, false>(a, b, e);

@@ -77,17 +77,23 @@ GENFAST_HD AffineScale<T> affine_scale(T u, T clamp) {
   return r;
 }
 
-// One element, forward or inverse: returns the output and adds the element's
-// log|d out / d in| to *lad.
+template <typename T>
+struct AffineOut {
+  T out, lad;  // lad: this element's log|d out / d in|
+};
+
+// One element, forward or inverse.
 template <int ACT, typename T>
-GENFAST_HD T affine_apply(T in, T shift, T u, T clamp, bool inverse, T* lad) {
+GENFAST_HD AffineOut<T> affine_apply(T in, T shift, T u, T clamp, bool inverse) {
   const AffineScale<T> sc = affine_scale<ACT>(u, clamp);
-  *lad += inverse ? -sc.log_scale : sc.log_scale;
+  AffineOut<T> r;
+  r.lad = inverse ? -sc.log_scale : sc.log_scale;
   if constexpr (ACT == kActGlow) {
-    return inverse ? in / sc.scale - shift : (in + shift) * sc.scale;
+    r.out = inverse ? in / sc.scale - shift : (in + shift) * sc.scale;
   } else {
-    return inverse ? (in - shift) / sc.scale : in * sc.scale + shift;
+    r.out = inverse ? (in - shift) / sc.scale : in * sc.scale + shift;
   }
+  return r;
 }
 
 template <typename T>

@@ -177,24 +177,25 @@ GENFAST_HD RqPartials<T> rq_partials(T x, const RqBin<T>& b, int region, bool id
   p.l_h = l_s * inv_w;
   p.l_dk = l_dk;
   p.l_dk1 = l_dk1;
-  if (region != kRqInside) {  // a select on every field once vectorised
-    const bool lo = region == kRqBelow;
-    const T slope = lo ? b.dk : b.dk1;
-    const T id = identity_tails ? T(0) : T(1);  // 0: identity tails, every partial 0
-    p.fx = identity_tails ? T(1) : slope;
-    p.lx = T(0);
-    p.f_xk = -slope * id;
-    p.f_w = lo ? T(0) : -slope * id;
-    p.f_yk = id;
-    p.f_h = lo ? T(0) : id;
-    p.f_dk = lo ? (x - b.xk) * id : T(0);
-    p.f_dk1 = lo ? T(0) : (x - (b.xk + b.w)) * id;
-    p.l_xk = T(0);
-    p.l_w = T(0);
-    p.l_h = T(0);
-    p.l_dk = lo ? id / b.dk : T(0);
-    p.l_dk1 = lo ? T(0) : id / b.dk1;
-  }
+  // Outside the domain: slope dk (below) or dk1 (above), or the identity. Every
+  // field is a select, so a loop over elements stays branch-free.
+  const bool out = region != kRqInside;
+  const bool lo = region == kRqBelow;
+  const T slope = lo ? b.dk : b.dk1;
+  const T id = identity_tails ? T(0) : T(1);  // identity tails: no parameter gradient
+  p.fx = out ? (identity_tails ? T(1) : slope) : p.fx;
+  p.lx = out ? T(0) : p.lx;
+  p.f_xk = out ? -slope * id : p.f_xk;
+  p.f_w = out ? (lo ? T(0) : -slope * id) : p.f_w;
+  p.f_yk = out ? id : p.f_yk;
+  p.f_h = out ? (lo ? T(0) : id) : p.f_h;
+  p.f_dk = out ? (lo ? (x - b.xk) * id : T(0)) : p.f_dk;
+  p.f_dk1 = out ? (lo ? T(0) : (x - (b.xk + b.w)) * id) : p.f_dk1;
+  p.l_xk = out ? T(0) : p.l_xk;
+  p.l_w = out ? T(0) : p.l_w;
+  p.l_h = out ? T(0) : p.l_h;
+  p.l_dk = out ? (lo ? id / b.dk : T(0)) : p.l_dk;
+  p.l_dk1 = out ? (lo ? T(0) : id / b.dk1) : p.l_dk1;
   return p;
 }
 
