@@ -68,7 +68,10 @@ void transpose_in(const T* src, int64_t i0, int n, int width, T* dst) {
 // the end knots pinned to the bounds (nflows' order of operations).
 template <typename T>
 void knots(const T* tu, int K, T lo, T hi, T min_b, T coef, T* sm, T* knot) {
-  alignas(64) T m[L], sum[L], acc[L];
+  alignas(64) T m[L], sum[L];
+  // the running sum in double, as torch's CPU cumsum accumulates: narrow bins
+  // are differences of knots, so knot ulps matter
+  alignas(64) double acc[L];
   for (int l = 0; l < L; ++l) m[l] = tu[l];
   for (int k = 1; k < K; ++k)
     for (int l = 0; l < L; ++l) m[l] = fl_max(m[l], tu[k * L + l]);
@@ -81,15 +84,15 @@ void knots(const T* tu, int K, T lo, T hi, T min_b, T coef, T* sm, T* knot) {
     }
   const T span = hi - lo;
   for (int l = 0; l < L; ++l) {
-    acc[l] = T(0);
+    acc[l] = 0.0;
     knot[l] = lo;
   }
   for (int k = 0; k < K; ++k)
     for (int l = 0; l < L; ++l) {
       const T p = sm[k * L + l] / sum[l];
       sm[k * L + l] = p;
-      acc[l] += min_b + coef * p;
-      knot[(k + 1) * L + l] = span * acc[l] + lo;
+      acc[l] += static_cast<double>(min_b + coef * p);
+      knot[(k + 1) * L + l] = span * static_cast<T>(acc[l]) + lo;
     }
   for (int l = 0; l < L; ++l) knot[K * L + l] = hi;
 }

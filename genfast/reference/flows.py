@@ -98,8 +98,11 @@ def rq_spline(inputs, unnormalized_widths, unnormalized_heights, unnormalized_de
     s = h / w
     below, above = x < lo, x > hi
     g = dk + dk1 - 2 * s
+    # the inside formulas see the input clamped to the domain: far-away inputs
+    # (taken by the tails) then cannot overflow there and poison gradients
+    xc = x.clamp(lo, hi)
     if not inverse:
-        theta = ((x - xk) / w).clamp(0, 1)
+        theta = ((xc - xk) / w).clamp(0, 1)
         t = theta * (1 - theta)
         y_in = yk + h * (s * theta**2 + dk * t) / (s + g * t)
         lad_in = _rq_lad(theta, s, dk, dk1)
@@ -109,7 +112,7 @@ def rq_spline(inputs, unnormalized_widths, unnormalized_heights, unnormalized_de
             y_out = torch.where(below, yk + dk * (x - xk), (yk + h) + dk1 * (x - (xk + w)))
             lad_out = torch.log(torch.where(below, dk, dk1))
     else:
-        dy = x - yk
+        dy = xc - yk
         qa = dy * g + h * (s - dk)
         qb = h * dk - dy * g
         qc = -s * dy
@@ -174,6 +177,9 @@ def affine_coupling(inputs, shift, unconstrained_scale, activation: str = "sigmo
         y = (x + t) * scale if glow else x * scale + t
         lad = sum_items(log_scale)
     else:
-        y = x / scale - t if glow else (x - t) / scale
+        # exp(-log scale) rather than 1 / scale: autograd of 1 / sigmoid(v)
+        # squares a tiny sigmoid and overflows where the result does not
+        inv = torch.exp(-log_scale)
+        y = x * inv - t if glow else (x - t) * inv
         lad = -sum_items(log_scale)
     return y.to(dtype), lad.to(dtype)

@@ -60,12 +60,19 @@ GENFAST_HD double fl_sigmoid(double x) {
   return x >= 0.0 ? 1.0 / (1.0 + e) : e / (1.0 + e);
 }
 
-// softplus(x) = ln(1 + e^x) = max(x, 0) + ln(1 + e^-|x|). The log1p is taken as
-// ln(1 + e): for e < 2^-24 that returns 0 instead of ~e, an absolute error
-// below 6e-8 (softplus only ever feeds derivatives offset by min_derivative).
+// ln(1 + e) for e >= 0 without losing e's low bits: with u = 1 + e rounded,
+// ln(u) * e / (u - 1) corrects for the rounding of u (Goldberg 1991, thm. 4).
+GENFAST_HD float fl_log1p_pos(float e) {
+  const float u = 1.0f + e;
+  const float um1 = u - 1.0f;
+  return um1 == 0.0f ? e : fl_log(u) * (e / (um1 == 0.0f ? 1.0f : um1));
+}
+
+// softplus(x) = ln(1 + e^x) = max(x, 0) + ln(1 + e^-|x|); relative accuracy
+// matters (a knot derivative is min_derivative + softplus, and a slope).
 GENFAST_HD float fl_softplus(float x) {
   const float ax = x < 0.0f ? -x : x;
-  return fl_max(x, 0.0f) + fl_log(1.0f + fl_exp(-ax));
+  return fl_max(x, 0.0f) + fl_log1p_pos(fl_exp(-ax));
 }
 GENFAST_HD double fl_softplus(double x) { return fmax(x, 0.0) + log1p(exp(-fabs(x))); }
 

@@ -83,7 +83,8 @@ GENFAST_HD RqOut<T> rq_forward(T x, const RqBin<T>& b, int region, bool identity
 template <typename T>
 GENFAST_HD T rq_inverse_theta(T y, const RqBin<T>& b) {
   const T s = b.h / b.w;
-  const T d = y - b.yk;
+  // clamped into the bin: inputs far outside (the tails) cannot overflow b^2
+  const T d = fl_min(fl_max(y - b.yk, T(0)), b.h);
   const T g = b.dk + b.dk1 - T(2) * s;
   const T qa = d * g + b.h * (s - b.dk);
   const T qb = b.h * b.dk - d * g;
