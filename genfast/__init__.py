@@ -13,5 +13,13 @@ from .ops.noise import philox, randn
 
 __all__ = [
     "__version__", "BACKENDS", "BackendUnavailableError", "GenfastFallbackWarning",
-    "get_backend", "set_backend", "use_backend", "info", "randn", "philox",
+    "get_backend", "set_backend", "use_backend", "info", "randn", "philox", "flows", "nflows",
 ]
+
+
+def __getattr__(name):
+    # genfast.flows (layers) and genfast.nflows (imports nflows) load on first use
+    if name in ("flows", "nflows"):
+        import importlib
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'genfast' has no attribute {name!r}")
