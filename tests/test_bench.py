@@ -21,7 +21,7 @@ ROW_KEYS = {"op", "size", "mode", "provider", "median_ms", "p20_ms", "p80_ms", "
 def test_bench_json(tmp_path, capsys, restore_threads):
     path = tmp_path / "bench.json"
     rc = genfast.cli.main(["bench", "--device", "cpu", "--threads", "1", "--sizes", "4096",
-                           "--json", str(path)])
+                           "--suite", "noise", "--json", str(path)])
     assert rc == 0
     doc = json.loads(path.read_text())
     rows = doc["rows"]

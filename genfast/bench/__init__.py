@@ -7,8 +7,9 @@ Register it in SUITES to make `genfast bench --suite NAME` run it; the
 pytest-benchmark files in benchmarks/ reuse the same cases.
 """
 
-from . import noise
+from . import flows, noise
 
 SUITES = {
     "noise": noise.cases,
+    "flows": flows.cases,
 }
