@@ -319,12 +319,20 @@ void affine_backward_tasks(const AffineArgs& a, int64_t begin, int64_t end) {
     const int64_t j1 = std::min(a.row_len, j0 + a.chunk);
     const int64_t base = row * a.row_len;
     const T g_lad = gl[row];
-    for (int64_t j = j0; j < j1; ++j) {
-      const int64_t e = base + j;
-      const AffineGrad<T> g = affine_backward<ACT>(in[e], sh[e], uu[e], clamp, INV, go[e], g_lad);
-      gi[e] = g.in;
-      gs[e] = g.shift;
-      gu[e] = g.u;
+    // int inner index over a contiguous run, as in the forward: vectorises
+    const T* x = in + base + j0;
+    const T* sft = sh + base + j0;
+    const T* v = uu + base + j0;
+    const T* g_o = go + base + j0;
+    T* d_in = gi + base + j0;
+    T* d_sh = gs + base + j0;
+    T* d_u = gu + base + j0;
+    const int n = static_cast<int>(j1 - j0);
+    for (int i = 0; i < n; ++i) {
+      const AffineGrad<T> g = affine_backward<ACT>(x[i], sft[i], v[i], clamp, INV, g_o[i], g_lad);
+      d_in[i] = g.in;
+      d_sh[i] = g.shift;
+      d_u[i] = g.u;
     }
   }
 }
