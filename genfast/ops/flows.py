@@ -123,7 +123,28 @@ def _check_tensor(name, t, like=None):
             raise ValueError(f"{name} is on {t.device} but inputs is on {like.device}")
 
 
+def _spline_ok(inputs, uw, uh, ud, linear_tails, left, right, bottom, top, mw, mh, md):
+    """The common case in a few attribute reads (~1 us); anything unusual goes
+    to _check_spline, which names the bad argument."""
+    try:
+        dt = inputs.dtype
+        shape = inputs.shape
+        ws = uw.shape
+        ds = ud.shape
+        k = ws[-1]
+        return (dt in _DTYPES and uw.dtype == dt and uh.dtype == dt and ud.dtype == dt
+                and ws == uh.shape and ws[:-1] == shape and ds[:-1] == shape
+                and ds[-1] == (k - 1 if linear_tails else k + 1) and k >= 1
+                and inputs.get_device() == uw.get_device() == uh.get_device() == ud.get_device()
+                and left < right and bottom < top and 0 < mw * k <= 1 and 0 < mh * k <= 1
+                and md > 0 and (md < 1 or not linear_tails))
+    except (AttributeError, IndexError, TypeError):
+        return False
+
+
 def _check_spline(inputs, uw, uh, ud, linear_tails, left, right, bottom, top, mw, mh, md):
+    if _spline_ok(inputs, uw, uh, ud, linear_tails, left, right, bottom, top, mw, mh, md):
+        return
     _check_tensor("inputs", inputs)
     _check_tensor("unnormalized_widths", uw, inputs)
     _check_tensor("unnormalized_heights", uh, inputs)
@@ -233,16 +254,8 @@ def affine_coupling(inputs, shift, unconstrained_scale, activation: str = "sigmo
     non-batch dimension; ``inverse=True`` maps y back to x with -logabsdet.
     Returns ``(outputs, logabsdet)``: inputs' shape and dtype, and (B,).
     """
-    _check_tensor("inputs", inputs)
-    _check_tensor("shift", shift, inputs)
-    _check_tensor("unconstrained_scale", unconstrained_scale, inputs)
-    if inputs.dim() < 1:
-        raise ValueError("inputs must have a batch dimension, got a 0-d tensor")
-    if shift.shape != inputs.shape:
-        raise ValueError(f"shift has shape {tuple(shift.shape)} but inputs has {tuple(inputs.shape)}")
-    if unconstrained_scale.shape != inputs.shape:
-        raise ValueError(f"unconstrained_scale has shape {tuple(unconstrained_scale.shape)} but "
-                         f"inputs has {tuple(inputs.shape)}")
+    if not _affine_ok(inputs, shift, unconstrained_scale):
+        _check_affine(inputs, shift, unconstrained_scale)
     code = _ACT_CODE.get(activation)
     if code is None:
         raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
@@ -255,6 +268,30 @@ def affine_coupling(inputs, shift, unconstrained_scale, activation: str = "sigmo
         return _triton_flows.affine_coupling(inputs, shift, unconstrained_scale, code,
                                              float(clamp), bool(inverse))
     return _ref.affine_coupling(inputs, shift, unconstrained_scale, activation, clamp, inverse)
+
+
+def _affine_ok(inputs, shift, u):
+    try:
+        dt = inputs.dtype
+        shape = inputs.shape
+        return (dt in _DTYPES and shift.dtype == dt and u.dtype == dt and len(shape) >= 1
+                and shift.shape == shape and u.shape == shape
+                and inputs.get_device() == shift.get_device() == u.get_device())
+    except (AttributeError, TypeError):
+        return False
+
+
+def _check_affine(inputs, shift, unconstrained_scale):
+    _check_tensor("inputs", inputs)
+    _check_tensor("shift", shift, inputs)
+    _check_tensor("unconstrained_scale", unconstrained_scale, inputs)
+    if inputs.dim() < 1:
+        raise ValueError("inputs must have a batch dimension, got a 0-d tensor")
+    if shift.shape != inputs.shape:
+        raise ValueError(f"shift has shape {tuple(shift.shape)} but inputs has {tuple(inputs.shape)}")
+    if unconstrained_scale.shape != inputs.shape:
+        raise ValueError(f"unconstrained_scale has shape {tuple(unconstrained_scale.shape)} but "
+                         f"inputs has {tuple(inputs.shape)}")
 
 
 def additive_coupling(inputs, shift, inverse: bool = False, *, backend: str | None = None):
