@@ -18,4 +18,13 @@ __all__ = [
     "GenfastConfigWarning",
     "get_backend", "set_backend", "use_backend", "info", "randn", "philox",
     "add_noise", "diffusion_loss", "schedules", "vae",
+    "flows", "nflows",
 ]
+
+
+def __getattr__(name):
+    # genfast.flows (layers) and genfast.nflows (imports nflows) load on first use
+    if name in ("flows", "nflows"):
+        import importlib
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'genfast' has no attribute {name!r}")

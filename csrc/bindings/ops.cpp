@@ -92,6 +92,23 @@ TORCH_LIBRARY(genfast, m) {
   m.def("training_reparameterize(Tensor mu, Tensor logvar, SymInt seed, SymInt stream, "
         "SymInt sample_offset) -> (Tensor, Tensor)");
   m.def("training_reparameterize_backward(Tensor grad, Tensor logvar, Tensor scaled_eps) -> Tensor");
+  // flows: shared/reference/flows.md (rational-quadratic spline, affine / additive
+  // coupling). Each backward is its own fused op; autograd is registered in
+  // genfast/ops/flows.py.
+  m.def("rq_spline(Tensor inputs, Tensor unnormalized_widths, Tensor unnormalized_heights, "
+        "Tensor unnormalized_derivatives, bool inverse, bool linear_tails, float left, "
+        "float right, float bottom, float top, float min_bin_width, float min_bin_height, "
+        "float min_derivative) -> (Tensor, Tensor)");
+  m.def("rq_spline_backward(Tensor grad_outputs, Tensor grad_logabsdet, Tensor inputs, "
+        "Tensor unnormalized_widths, Tensor unnormalized_heights, "
+        "Tensor unnormalized_derivatives, bool inverse, bool linear_tails, float left, "
+        "float right, float bottom, float top, float min_bin_width, float min_bin_height, "
+        "float min_derivative) -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def("affine_coupling(Tensor inputs, Tensor shift, Tensor unconstrained_scale, "
+        "int activation, float clamp, bool inverse) -> (Tensor, Tensor)");
+  m.def("affine_coupling_backward(Tensor grad_outputs, Tensor grad_logabsdet, Tensor inputs, "
+        "Tensor shift, Tensor unconstrained_scale, int activation, float clamp, bool inverse) "
+        "-> (Tensor, Tensor, Tensor)");
   // introspection
   m.def("_cpu_isa(str request) -> str", &cpu_isa);
   m.def("_build_torch_version() -> str", &build_torch_version);

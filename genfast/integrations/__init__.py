@@ -1,0 +1,1 @@
+"""Drop-in replacements for other libraries' layers (re-exported as genfast.<name>)."""
