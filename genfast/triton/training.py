@@ -23,8 +23,7 @@ import triton.language as tl
 
 from .._checks import as_int64_bits  # noqa: F401  (seeds arrive as int64 bits)
 from ..backend import triton_interpret
-from ..reference.noise import key_words
-from .noise import _box_muller, _philox4x32_10
+from .noise import RN_PRODUCTS, _box_muller, _philox4x32_10, launch_words
 
 BLOCK_GPU = 1024
 
@@ -107,24 +106,27 @@ def _add_noise_kernel(x_ptr, y_ptr, o1_ptr, o2_ptr, t_ptr, table_ptr, rows, nume
 
 
 @triton.jit
-def _normals(q, item, k0, k1, stream, sample_offset, BLOCK: tl.constexpr):
-    """[BLOCK, 4] normals of quads q of one item (genfast.randn's numbering)."""
+def _normals(q, item, k0, k1, stream, sample_offset, BLOCK: tl.constexpr, RN: tl.constexpr):
+    """[BLOCK, 4] normals of quads q of one item (genfast.randn's numbering).
+    The four words arrive as int32 bit patterns (genfast/triton/noise.py
+    launch_words: one kernel variant whatever the seed and stream)."""
     zero = tl.zeros([BLOCK], dtype=tl.uint32)
-    c1 = zero + (sample_offset.to(tl.uint32) + item.to(tl.uint32))
-    w0, w1, w2, w3 = _philox4x32_10(q.to(tl.uint32), c1, zero + stream.to(tl.uint32), zero,
-                                    k0.to(tl.uint32), k1.to(tl.uint32))
-    na, nb = _box_muller(w0, w1)
-    nc, nd = _box_muller(w2, w3)
+    c1 = zero + (sample_offset.to(tl.uint32, bitcast=True) + item.to(tl.uint32))
+    w0, w1, w2, w3 = _philox4x32_10(q.to(tl.uint32), c1, zero + stream.to(tl.uint32, bitcast=True),
+                                    zero, k0.to(tl.uint32, bitcast=True),
+                                    k1.to(tl.uint32, bitcast=True))
+    na, nb = _box_muller(w0, w1, RN)
+    nc, nd = _box_muller(w2, w3, RN)
     return tl.reshape(tl.join(tl.join(na, nc), tl.join(nb, nd)), [BLOCK, 4])
 
 
 @triton.jit(do_not_specialize=["k0", "k1", "stream", "sample_offset"])
 def _add_noise_seeded_kernel(x_ptr, xt_ptr, n_ptr, tg_ptr, t_ptr, table_ptr, rows, numel, qpi,
                              k0, k1, stream, sample_offset, KIND: tl.constexpr,
-                             PRED: tl.constexpr, BLOCK: tl.constexpr):
+                             PRED: tl.constexpr, BLOCK: tl.constexpr, RN: tl.constexpr):
     item = tl.program_id(1).to(tl.int64)
     q = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
-    vals = _normals(q, item, k0, k1, stream, sample_offset, BLOCK)
+    vals = _normals(q, item, k0, k1, stream, sample_offset, BLOCK, RN)
     elem = (4 * q)[:, None] + tl.arange(0, 4).to(tl.int64)[None, :]
     mask = (q < qpi)[:, None] & (elem < numel)
     off = item * numel + elem
@@ -231,10 +233,10 @@ def _item_reduce_backward_kernel(g_ptr, a_ptr, b_ptr, o1_ptr, o2_ptr, t_ptr, tab
 
 @triton.jit(do_not_specialize=["k0", "k1", "stream", "sample_offset"])
 def _reparam_kernel(mu_ptr, lv_ptr, z_ptr, eps_ptr, numel, qpi, k0, k1, stream, sample_offset,
-                    BLOCK: tl.constexpr):
+                    BLOCK: tl.constexpr, RN: tl.constexpr):
     item = tl.program_id(1).to(tl.int64)
     q = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
-    vals = _normals(q, item, k0, k1, stream, sample_offset, BLOCK)
+    vals = _normals(q, item, k0, k1, stream, sample_offset, BLOCK, RN)
     elem = (4 * q)[:, None] + tl.arange(0, 4).to(tl.int64)[None, :]
     mask = (q < qpi)[:, None] & (elem < numel)
     off = item * numel + elem
@@ -311,11 +313,11 @@ def _add_noise_seeded(x0: torch.Tensor, timesteps: torch.Tensor, table: torch.Te
     items, numel = _items(x)
     qpi = (numel + 3) // 4
     if items * qpi:
-        k0, k1 = key_words(seed)
+        k0, k1, stream32, offset32 = launch_words(seed, stream, sample_offset)
         block = _block(qpi)
         _launch(_add_noise_seeded_kernel, (triton.cdiv(qpi, block), items), x, xt, n, tg,
-                _c(timesteps), table, table.shape[0], numel, qpi, k0, k1, stream, sample_offset,
-                KIND=kind, PRED=prediction, BLOCK=block)
+                _c(timesteps), table, table.shape[0], numel, qpi, k0, k1, stream32, offset32,
+                KIND=kind, PRED=prediction, BLOCK=block, RN=RN_PRODUCTS)
     return xt, n, tg
 
 
@@ -403,10 +405,10 @@ def _reparam(mu: torch.Tensor, logvar: torch.Tensor, seed: int, stream: int,
     items, numel = _items(mu)
     qpi = (numel + 3) // 4
     if items * qpi:
-        k0, k1 = key_words(seed)
+        k0, k1, stream32, offset32 = launch_words(seed, stream, sample_offset)
         block = _block(qpi)
         _launch(_reparam_kernel, (triton.cdiv(qpi, block), items), _c(mu), _c(logvar), z, eps,
-                numel, qpi, k0, k1, stream, sample_offset, BLOCK=block)
+                numel, qpi, k0, k1, stream32, offset32, BLOCK=block, RN=RN_PRODUCTS)
     return z, eps
 
 
