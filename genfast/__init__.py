@@ -11,10 +11,10 @@ from ._extension import GenfastFallbackWarning
 from .info import info
 from .ops.noise import philox, randn
 from .ops.training import add_noise, diffusion_loss
-from . import schedules, vae
+from . import schedules, steps, vae
 
 __all__ = [
     "__version__", "BACKENDS", "BackendUnavailableError", "GenfastFallbackWarning",
     "get_backend", "set_backend", "use_backend", "info", "randn", "philox",
-    "add_noise", "diffusion_loss", "schedules", "vae",
+    "add_noise", "diffusion_loss", "schedules", "steps", "vae",
 ]

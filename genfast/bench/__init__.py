@@ -7,9 +7,10 @@ Register it in SUITES to make `genfast bench --suite NAME` run it; the
 pytest-benchmark files in benchmarks/ reuse the same cases.
 """
 
-from . import noise, training
+from . import noise, steps, training
 
 SUITES = {
     "noise": noise.cases,
     "training": training.cases,
+    "steps": steps.cases,
 }
