@@ -380,7 +380,7 @@ def test_bad_input(backend):
         genfast.steps.euler(plan, 0, mo, x, backend=backend)
     with pytest.raises(ValueError, match="draws noise"):
         genfast.steps.step(_plan("ddpm", 5), 0, mo, x, backend=backend)
-    with pytest.raises(TypeError, match="model_output is torch.float16"):
+    with pytest.raises(TypeError, match="model_output is torch.float16 but sample is torch.float32"):
         genfast.steps.ddim(plan, 0, mo.half(), x, backend=backend)
     with pytest.raises(ValueError, match="clip_sample / thresholding"):
         genfast.steps.euler(_plan("euler"), 0, mo, x, clip_sample=True, backend=backend)

@@ -3,8 +3,9 @@ classifier-free guidance, guidance_rescale, clip_sample and dynamic
 thresholding fused into the same call, and no host sync.
 
 Spec: genfast/reference/steps.py; per-step and per-element math:
-csrc/include/genfast/steps.h; kernels: csrc/cpu/steps.cpp (cpu);
-registered op ``genfast::steps_step`` (schema in csrc/bindings/ops.cpp).
+csrc/include/genfast/steps.h; kernels: csrc/cpu/steps.cpp, csrc/cuda/steps.cu,
+genfast/triton/steps.py. Registered ops ``genfast::steps_step`` (cpu, cuda;
+schema in csrc/bindings/ops.cpp) and ``genfast::steps_step_triton``.
 
 The engine. A step reads its scalars from a `SamplingPlan`
 (``schedule.plan(n, sampler=...)``: one float64 table on the device) by step
@@ -16,7 +17,9 @@ quantile) run inside the same op before the elementwise pass.
 
 Step index out of range: a Python int is checked here (ValueError naming
 ``index``); a tensor index is checked by the cpu kernel on the host (the
-CPU's memory: no sync), an IndexError.
+CPU's memory: no sync), an IndexError; the cuda and triton kernels read a
+tensor index on the device and, past the plan, return NaN for the whole step
+(checking it on the host would be a sync).
 
 Noise of stochastic steps: ``noise=`` (a tensor like the sample: exact
 comparison with other libraries), or ``seed=``: then the step's z equals
@@ -154,9 +157,8 @@ def step(plan: SamplingPlan, index, model_output: torch.Tensor, sample: torch.Te
                         f"{getattr(sample, 'dtype', type(sample).__name__)}")
     if not isinstance(model_output, torch.Tensor):
         raise TypeError(f"model_output must be a Tensor, got {type(model_output).__name__}")
-    if model_output.dtype != sample.dtype or model_output.device != sample.device:
-        raise TypeError(f"model_output is {model_output.dtype} on {model_output.device} but "
-                        f"sample is {sample.dtype} on {sample.device}")
+    if model_output.dtype != sample.dtype:  # devices: checked by the op (a .device costs ~1 us)
+        raise TypeError(f"model_output is {model_output.dtype} but sample is {sample.dtype}")
     if sample.dim() < 2:
         raise ValueError(f"sample needs a batch and a channel dimension, got shape "
                          f"{tuple(sample.shape)}")
@@ -171,10 +173,11 @@ def step(plan: SamplingPlan, index, model_output: torch.Tensor, sample: torch.Te
                          f"{', '.join(k for k, v in _ref.PREDICTIONS.items() if v in _SAMPLER_PREDICTIONS[sampler])})")
     var = _code("variance_type", variance_type, _ref.VARIANCES)
     index_t, index_i = _check_index(index, plan.num_steps)
-    if index_t is not None and index_t.device != sample.device:
-        raise ValueError(f"index is on {index_t.device} but sample is on {sample.device}")
-    if plan.table.device != sample.device:
-        raise ValueError(f"plan is on {plan.table.device} but sample is on {sample.device} "
+    dev = sample.device
+    if index_t is not None and index_t.device != dev:
+        raise ValueError(f"index is on {index_t.device} but sample is on {dev}")
+    if plan.table.device != dev:
+        raise ValueError(f"plan is on {plan.table.device} but sample is on {dev} "
                          f"(plan.to(device) moves it once)")
 
     flags = _ref.WANT_X0 if return_x0 else 0
@@ -188,7 +191,7 @@ def step(plan: SamplingPlan, index, model_output: torch.Tensor, sample: torch.Te
             if guidance_scale.shape != (sample.shape[0],):
                 raise ValueError(f"guidance_scale must be a float or a tensor of shape "
                                  f"({sample.shape[0]},), got {tuple(guidance_scale.shape)}")
-            g_t = guidance_scale.to(device=sample.device, dtype=torch.float32)
+            g_t = guidance_scale.to(device=dev, dtype=torch.float32)
             flags |= _ref.GUIDANCE_TENSOR
         else:
             g = float(guidance_scale)
@@ -235,21 +238,26 @@ def step(plan: SamplingPlan, index, model_output: torch.Tensor, sample: torch.Te
               float(dynamic_thresholding_ratio), float(sample_max_value), float(s_churn),
               float(s_tmin), float(s_tmax), float(s_noise), float(timestep_scaling)]
 
-    which = _backend.resolve(backend, sample.device)
-    if which == "cpu":
-        prev, x0 = torch.ops.genfast.steps_step(
-            sample, model_output, uncond, g_t, noise, plan.table, index_t, index_i, sampler, pred,
-            var, flags, params, as_int64_bits(seed or 0), stream, sample_offset)
+    which = _backend.resolve(backend, dev)
+    if which in ("cpu", "cuda", "triton"):
+        op = torch.ops.genfast.steps_step if which != "triton" else _triton_op()
+        prev, x0 = op(sample, model_output, uncond, g_t, noise, plan.table, index_t, index_i,
+                      sampler, pred, var, flags, params, as_int64_bits(seed or 0), stream,
+                      sample_offset)
         return StepOutput(prev, x0 if return_x0 else None)
-    # reference (and, until their kernels land, the other backends)
     idx = index_t if index_t is not None else index_i
     if noise is None and seed is not None:
         noise = _ref_noise.randn(sample.shape, seed, _ref.stream_of(stream, idx), sample_offset,
-                                 sample.dtype, sample.device)
+                                 sample.dtype, dev)
     prev, x0 = _ref.step(plan.table, idx, sample, model_output, sampler=sampler,
                          prediction=pred, variance=var, flags=flags, params=params,
                          num_steps=plan.num_steps, uncond=uncond, guidance=g_t, noise=noise)
     return StepOutput(prev.to(sample.dtype), x0.to(sample.dtype) if return_x0 else None)
+
+
+def _triton_op():
+    from ..triton import steps as _tt
+    return _tt._steps_step
 
 
 def _sampler_fn(name):
