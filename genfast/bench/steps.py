@@ -20,6 +20,8 @@ wrapper against the raw ``torch.ops.genfast.steps_step`` call at 1x4x8x8.
 
 from __future__ import annotations
 
+import types
+
 import torch
 
 import genfast
@@ -68,6 +70,14 @@ def _inputs(shape, device, items=1):
     return x, m
 
 
+def _fresh(fn):
+    """fn with its own code object: dynamo keeps its cache (and its recompile
+    limit) per code object, and every case's closure shares one; without this
+    the later cases hit the limit and time dynamo's fallback, not inductor."""
+    return types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__,
+                              fn.__defaults__, fn.__closure__)
+
+
 def _sampler_case(short, n, device):
     sampler, cls_name, cfg, stochastic = SAMPLERS[short]
     shape = _shape(n)
@@ -94,7 +104,7 @@ def _sampler_case(short, n, device):
                 z = torch.randn_like(x) if stochastic else None
                 return _ref.step(plan.table, idx, x, m, noise=z, **code)
             if compiled:
-                f = torch.compile(f, dynamic=False)
+                f = torch.compile(_fresh(f), dynamic=False)
                 f(x, m)
             return lambda: f(x, m)
         return make
