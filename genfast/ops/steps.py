@@ -59,6 +59,9 @@ class StepOutput(NamedTuple):
     pred_original_sample: torch.Tensor | None
 
 
+# the OpOverload itself: calling the packet resolves the overload on every call (~3 us)
+_CPP_OP = torch.ops.genfast.steps_step.default if CPU_LIB.loaded else None
+
 if CPU_LIB.loaded:
     @torch.library.register_fake("genfast::steps_step")
     def _(sample, model_output, uncond, guidance, noise, plan, index, step, sampler, prediction,
@@ -151,7 +154,10 @@ def step(plan: SamplingPlan, index, model_output: torch.Tensor, sample: torch.Te
     if not isinstance(plan, SamplingPlan):
         raise TypeError(f"plan must be a genfast SamplingPlan (schedule.plan(n, sampler=...)), "
                         f"got {type(plan).__name__}")
-    sampler = _code("plan.sampler", plan.sampler, _ref.SAMPLERS)
+    sampler = _ref.SAMPLERS.get(plan.sampler)
+    if sampler is None:
+        raise ValueError(f"plan.sampler {plan.sampler!r} has no single-step kernel (one of "
+                         f"{', '.join(_ref.SAMPLERS)})")
     if not isinstance(sample, torch.Tensor) or sample.dtype not in _DTYPES:
         raise TypeError("sample must be a float32, float16 or bfloat16 Tensor, got "
                         f"{getattr(sample, 'dtype', type(sample).__name__)}")
@@ -165,20 +171,21 @@ def step(plan: SamplingPlan, index, model_output: torch.Tensor, sample: torch.Te
     if model_output.shape != sample.shape:
         _check_model_output_shape(model_output, sample, uncond, guidance_scale, sampler,
                                   variance_type)
-    pred = _code("prediction_type", prediction_type or ("flow" if sampler == 5 else "epsilon"),
-                 _ref.PREDICTIONS)
+    pred = _ref.PREDICTIONS.get(prediction_type or ("flow" if sampler == 5 else "epsilon"))
+    if pred is None:
+        _code("prediction_type", prediction_type, _ref.PREDICTIONS)
     if pred not in _SAMPLER_PREDICTIONS[sampler]:
         raise ValueError(f"prediction_type {prediction_type!r} is not supported by the "
                          f"{plan.sampler} sampler (one of "
                          f"{', '.join(k for k, v in _ref.PREDICTIONS.items() if v in _SAMPLER_PREDICTIONS[sampler])})")
-    var = _code("variance_type", variance_type, _ref.VARIANCES)
-    index_t, index_i = _check_index(index, plan.num_steps)
-    dev = sample.device
-    if index_t is not None and index_t.device != dev:
-        raise ValueError(f"index is on {index_t.device} but sample is on {dev}")
-    if plan.table.device != dev:
-        raise ValueError(f"plan is on {plan.table.device} but sample is on {dev} "
-                         f"(plan.to(device) moves it once)")
+    var = _ref.VARIANCES.get(variance_type)
+    if var is None:
+        _code("variance_type", variance_type, _ref.VARIANCES)
+    if type(index) is int and 0 <= index < plan.num_steps:  # the common case, cheaply
+        index_t, index_i = None, index
+    else:
+        index_t, index_i = _check_index(index, plan.num_steps)
+    dev = sample.device  # the plan's and the index's device: checked by the ops
 
     flags = _ref.WANT_X0 if return_x0 else 0
     g_t = None
@@ -240,11 +247,14 @@ def step(plan: SamplingPlan, index, model_output: torch.Tensor, sample: torch.Te
 
     which = _backend.resolve(backend, dev)
     if which in ("cpu", "cuda", "triton"):
-        op = torch.ops.genfast.steps_step if which != "triton" else _triton_op()
+        op = _CPP_OP if which != "triton" else _triton_op()
         prev, x0 = op(sample, model_output, uncond, g_t, noise, plan.table, index_t, index_i,
                       sampler, pred, var, flags, params, as_int64_bits(seed or 0), stream,
                       sample_offset)
         return StepOutput(prev, x0 if return_x0 else None)
+    if plan.table.device != dev or (index_t is not None and index_t.device != dev):
+        raise ValueError(f"plan ({plan.table.device}) and index must be on the sample's device "
+                         f"{dev} (plan.to(device) moves a plan once)")
     idx = index_t if index_t is not None else index_i
     if noise is None and seed is not None:
         noise = _ref_noise.randn(sample.shape, seed, _ref.stream_of(stream, idx), sample_offset,
