@@ -410,3 +410,20 @@ def test_opcheck_strided(backend):
     seeded = (x, mo[:2], None, None, None, plan.table, None, 1, 0, 1, 2,
               R.NOISE_SEEDED, params, 7, 3, 0)
     torch.library.opcheck(torch.ops.genfast.steps_step.default, seeded)
+
+
+@pytest.mark.parametrize("n", [1, 4, 8])
+def test_lcm_plan_timesteps_match_diffusers(n):
+    d = diffusers.LCMScheduler(**SD)
+    d.set_timesteps(n)
+    plan = S.from_config(d.config).plan(n, sampler="lcm")
+    assert plan.timesteps.long().tolist() == d.timesteps.tolist()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_return_x0_false(backend):
+    plan = _plan("ddim", 5)
+    x, mo = latent(), latent(seed=2)
+    a = genfast.steps.ddim(plan, 1, mo, x, backend=backend)
+    b = genfast.steps.ddim(plan, 1, mo, x, return_x0=False, backend=backend)
+    assert b.pred_original_sample is None and torch.equal(a.prev_sample, b.prev_sample)
