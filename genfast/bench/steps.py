@@ -22,6 +22,7 @@ wrapper against the raw ``torch.ops.genfast.steps_step`` call at 1x4x8x8.
 from __future__ import annotations
 
 import types
+import warnings
 
 import torch
 
@@ -62,8 +63,10 @@ def _diffusers(cls_name, cfg, n):
     except ImportError:
         return None
     base = {} if cls_name.startswith("FlowMatch") else dict(SD)
-    d = getattr(diffusers, cls_name)(**{**base, **cfg})
-    d.set_timesteps(n if cls_name != "LCMScheduler" else 8)
+    with warnings.catch_warnings():  # numpy 2's copy= deprecation inside diffusers' set-up
+        warnings.simplefilter("ignore", DeprecationWarning)
+        d = getattr(diffusers, cls_name)(**{**base, **cfg})
+        d.set_timesteps(n if cls_name != "LCMScheduler" else 8)
     return d
 
 
