@@ -53,19 +53,23 @@ constexpr int64_t kBlock = 2048;  // elements per noise sub-block (multiple of 4
 template <typename T, bool CFG, bool NOISE, bool LEARNED, bool X0>
 void apply_block(const StepArgs& a, int64_t item, int64_t e0, int64_t n, const T* zb) {
   const CoefsF k = a.k;
-  const T* x = static_cast<const T*>(a.x) + item * a.numel + e0;
-  const T* c = static_cast<const T*>(a.c) + item * a.m_stride + e0;
-  const T* u = CFG ? static_cast<const T*>(a.u) + item * a.m_stride + e0 : nullptr;
-  const T* v = LEARNED ? static_cast<const T*>(a.v) + item * a.m_stride + e0 : nullptr;
-  T* prev = static_cast<T*>(a.prev) + item * a.numel + e0;
-  T* out2 = X0 ? static_cast<T*>(a.out2) + item * a.numel + e0 : nullptr;
+  // __restrict__: outputs never alias inputs (fresh tensors); without it GCC
+  // needs a run-time overlap check per pointer pair and, with six pointers,
+  // gives up vectorising the loop.
+  const T* __restrict__ x = static_cast<const T*>(a.x) + item * a.numel + e0;
+  const T* __restrict__ c = static_cast<const T*>(a.c) + item * a.m_stride + e0;
+  const T* __restrict__ u = CFG ? static_cast<const T*>(a.u) + item * a.m_stride + e0 : nullptr;
+  const T* __restrict__ v = LEARNED ? static_cast<const T*>(a.v) + item * a.m_stride + e0 : nullptr;
+  const T* __restrict__ zr = zb;
+  T* __restrict__ prev = static_cast<T*>(a.prev) + item * a.numel + e0;
+  T* __restrict__ out2 = X0 ? static_cast<T*>(a.out2) + item * a.numel + e0 : nullptr;
   const float g = CFG ? a.g[item] : 0.0f, r = a.r[item];
   const float lim = a.lim[item], inv = a.inv[item];
   for (int64_t i = 0; i < n; ++i) {
     const float xv = load(x, i);
     const float cv = load(c, i);
     const float m = CFG ? steps::guided(load(u, i), cv, g, r) : r * cv;
-    const float zv = NOISE ? load(zb, i) : 0.0f;
+    const float zv = NOISE ? load(zr, i) : 0.0f;
     const float x0c = steps::clip_x0(steps::x0_of(k, xv, m, zv), lim, inv);
     float zs = 0.0f;
     if constexpr (NOISE) {
