@@ -11,13 +11,13 @@ from ._extension import GenfastConfigWarning, GenfastFallbackWarning
 from .info import info
 from .ops.noise import philox, randn
 from .ops.training import add_noise, diffusion_loss
-from . import schedules, vae
+from . import schedules, steps, vae
 
 __all__ = [
     "__version__", "BACKENDS", "BackendUnavailableError", "GenfastFallbackWarning",
     "GenfastConfigWarning",
     "get_backend", "set_backend", "use_backend", "info", "randn", "philox",
-    "add_noise", "diffusion_loss", "schedules", "vae",
+    "add_noise", "diffusion_loss", "schedules", "steps", "vae",
     "flows", "nflows",
 ]
 

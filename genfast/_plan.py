@@ -151,14 +151,34 @@ def build_plan(schedule, n: int, sampler: str, device: torch.device, opts: dict)
     return SamplingPlan(sampler, n, host.to(device), host, ts, sig, dict(opts))
 
 
+def _lcm_timesteps(schedule, n, opts):
+    """LCMScheduler.set_timesteps (Luo et al. 2023): n of the distillation's
+    ``original_inference_steps`` timesteps (k = T // original, t = j k - 1),
+    evenly skipped; strength 1."""
+    T = schedule.num_train_timesteps
+    orig = int(opts.get("original_inference_steps",
+                        schedule.config.get("original_inference_steps") or 50))
+    if not 1 <= n <= orig <= T:
+        raise ValueError(f"lcm: need 1 <= num_inference_steps ({n}) <= original_inference_steps "
+                         f"({orig}) <= num_train_timesteps ({T})")
+    origin = (np.arange(1, orig + 1) * (T // orig) - 1)[::-1]
+    idx = np.floor(np.linspace(0, len(origin), num=n, endpoint=False)).astype(np.int64)
+    from .schedules import Inference
+    return Inference(origin[idx].astype(np.float64))
+
+
 def _ddim_rows(schedule, n, sampler, c, opts):
-    inf = schedule.set_timesteps(n, "ddim")
+    inf = _lcm_timesteps(schedule, n, opts) if sampler == "lcm" else schedule.set_timesteps(n, "ddim")
     ts = inf.timesteps.astype(np.int64)
     a_all = schedule.alphas_cumprod.numpy()
     T = schedule.num_train_timesteps
     if sampler == "ddim":
-        final = 1.0 if opts.get("set_alpha_to_one", True) else float(a_all[0])
+        one = opts.get("set_alpha_to_one", schedule.config.get("set_alpha_to_one", True))
+        final = 1.0 if one else float(a_all[0])
         prev = ts - T // n
+    elif sampler == "lcm":  # the next timestep; the last step re-uses its own
+        final = 1.0
+        prev = np.concatenate([ts[1:], ts[-1:]])
     else:
         final = 1.0
         prev = np.concatenate([ts[1:], [-1]])

@@ -109,6 +109,13 @@ TORCH_LIBRARY(genfast, m) {
   m.def("affine_coupling_backward(Tensor grad_outputs, Tensor grad_logabsdet, Tensor inputs, "
         "Tensor shift, Tensor unconstrained_scale, int activation, float clamp, bool inverse) "
         "-> (Tensor, Tensor, Tensor)");
+  // steps: genfast/ops/steps.py (single-step samplers with CFG / thresholding fused).
+  // Codes and flags: csrc/include/genfast/steps.h. The step index is `index` (a
+  // 0-d integer tensor on the device, read in-kernel) when given, else `step`.
+  m.def("steps_step(Tensor sample, Tensor model_output, Tensor? uncond, Tensor? guidance, "
+        "Tensor? noise, Tensor plan, Tensor? index, SymInt step, int sampler, int prediction, "
+        "int variance, int flags, float[] params, SymInt seed, SymInt stream, "
+        "SymInt sample_offset) -> (Tensor, Tensor)");
   // introspection
   m.def("_cpu_isa(str request) -> str", &cpu_isa);
   m.def("_build_torch_version() -> str", &build_torch_version);
