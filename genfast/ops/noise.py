@@ -117,12 +117,15 @@ def randn(shape, *, seed: int, stream: int = 0, sample_offset: int = 0, dtype=No
         if (type(shape) not in _SHAPE_TYPES or out.shape != shape or out.dtype not in FLOAT_DTYPES
                 or (dtype is not None and dtype != out.dtype)):
             check_out("genfast.randn", out, check_shape("shape", shape), dtype)
-        items = out.shape[0] if out.dim() > 1 else 1
+        # (sample_offset + batch <= 2**32 is left to the op: the C++ op checks
+        # it, and the Python backends run the full checks below.)
         if not (type(seed) is int and type(stream) is int and type(sample_offset) is int
-                and 0 <= seed < U64 and 0 <= stream < U32 and 0 <= sample_offset
-                and sample_offset + items <= U32):
-            seed, stream, sample_offset = _check_stream_args(seed, stream, sample_offset, items)
-    which = _backend.resolve(backend, "cpu" if out.is_cpu else out.device.type)
+                and 0 <= seed < U64 and 0 <= stream < U32 and 0 <= sample_offset < U32):
+            seed, stream, sample_offset = _check_stream_args(
+                seed, stream, sample_offset, out.shape[0] if out.dim() > 1 else 1)
+    dev = "cpu" if out.is_cpu else out.device.type
+    which = (_backend._resolved.get((backend or _backend.get_backend(), dev))
+             or _backend.resolve(backend, dev))
     if which == "cpu" or which == "cuda":
         _NOISE_NORMAL(out, seed - U64 if seed >= I64_MAX else seed, stream, sample_offset)
         return out
