@@ -43,17 +43,17 @@ def register_inplace(name: str) -> None:
             return op.redispatch(keyset & torch._C._after_autograd_keyset, *args, **kwargs)
 
     def inplace_or_view_kernel(keyset, *args, **kwargs):
-        targets = [v for p, v in zip(params, args)
+        targets = [(p.name, v) for p, v in zip(params, args)
                    if p.name in written and isinstance(v, torch.Tensor)]
         if not torch.is_inference_mode_enabled():
-            for param, value in zip(params, args):
-                if param.name in written and isinstance(value, torch.Tensor) and value.is_inference():
+            for pname, t in targets:
+                if t.is_inference():
                     raise RuntimeError(
-                        f"genfast::{name}: argument '{param.name}' is an inference tensor and "
+                        f"genfast::{name}: argument '{pname}' is an inference tensor and "
                         f"cannot be written outside torch.inference_mode() (clone it first)")
         with torch._C._AutoDispatchBelowADInplaceOrView():
             result = op.redispatch(keyset & torch._C._after_ADInplaceOrView_keyset, *args, **kwargs)
-        for t in targets:
+        for _, t in targets:
             torch.autograd.graph.increment_version(t)
         return result
 
