@@ -4,17 +4,13 @@
 
 #include "genfast/convert.h"
 #include "genfast/noise.h"
+#include "storage.cuh"
 
 namespace genfast::cuda {
 namespace {
 
 constexpr int kThreads = 256;
 
-__device__ __forceinline__ void store1(float* p, float v) { *p = v; }
-struct Half { uint16_t bits; };
-struct BFloat { uint16_t bits; };
-__device__ __forceinline__ void store1(Half* p, float v) { p->bits = f32_to_f16(v); }
-__device__ __forceinline__ void store1(BFloat* p, float v) { p->bits = f32_to_bf16(v); }
 
 // One thread per Philox call (four normals). Grid-stride over the global quad
 // index g = item * quads_per_item + quad, 64-bit so huge tensors are safe.
@@ -32,10 +28,10 @@ noise_normal_kernel(T* __restrict__ out, int64_t total_quads, int64_t item_numel
                             stream, k0, k1);
     T* dst = out + item * item_numel + 4 * q;
     const int64_t left = item_numel - 4 * q;  // >= 1
-    store1(dst, n.x);
-    if (left > 1) store1(dst + 1, n.y);
-    if (left > 2) store1(dst + 2, n.z);
-    if (left > 3) store1(dst + 3, n.w);
+    st(dst, 0, n.x);
+    if (left > 1) st(dst, 1, n.y);
+    if (left > 2) st(dst, 2, n.z);
+    if (left > 3) st(dst, 3, n.w);
   }
 }
 

@@ -12,6 +12,7 @@
 #include "genfast/noise.h"
 #include "genfast/steps.h"
 #include "genfast/training.h"
+#include "storage.cuh"
 
 namespace genfast::cuda {
 namespace {
@@ -19,18 +20,6 @@ namespace {
 namespace sp = genfast::steps;
 constexpr int kThreads = 256;
 constexpr int64_t kChunk = 16384;
-
-struct Half { uint16_t bits; };
-struct BFloat { uint16_t bits; };
-__device__ __forceinline__ float ld(const float* p, int64_t i) { return p[i]; }
-__device__ __forceinline__ float ld(const Half* p, int64_t i) { return training::f16_to_f32(p[i].bits); }
-__device__ __forceinline__ float ld(const BFloat* p, int64_t i) { return training::bf16_to_f32(p[i].bits); }
-__device__ __forceinline__ void st(float* p, int64_t i, float v) { p[i] = v; }
-__device__ __forceinline__ void st(Half* p, int64_t i, float v) { p[i].bits = f32_to_f16(v); }
-__device__ __forceinline__ void st(BFloat* p, int64_t i, float v) { p[i].bits = f32_to_bf16(v); }
-__device__ __forceinline__ float rounded(float v, const float*) { return v; }
-__device__ __forceinline__ float rounded(float v, const Half*) { return training::f16_to_f32(f32_to_f16(v)); }
-__device__ __forceinline__ float rounded(float v, const BFloat*) { return training::bf16_to_f32(f32_to_bf16(v)); }
 
 // Scratch layout: head (coefficients and flags), then g, r, lim, inv per item.
 __device__ __forceinline__ float* item_g(float* s, int64_t n) { return s + kScratchHead; }

@@ -8,6 +8,7 @@
 #include "genfast/convert.h"
 #include "genfast/noise.h"
 #include "genfast/training.h"
+#include "storage.cuh"
 
 namespace genfast::cuda {
 namespace {
@@ -15,19 +16,6 @@ namespace {
 namespace tr = genfast::training;
 constexpr int kThreads = 256;
 constexpr int64_t kChunk = 16384;
-
-struct Half { uint16_t bits; };
-struct BFloat { uint16_t bits; };
-__device__ __forceinline__ float ld(const float* p, int64_t i) { return p[i]; }
-__device__ __forceinline__ float ld(const Half* p, int64_t i) { return tr::f16_to_f32(p[i].bits); }
-__device__ __forceinline__ float ld(const BFloat* p, int64_t i) { return tr::bf16_to_f32(p[i].bits); }
-__device__ __forceinline__ void st(float* p, int64_t i, float v) { p[i] = v; }
-__device__ __forceinline__ void st(Half* p, int64_t i, float v) { p[i].bits = f32_to_f16(v); }
-__device__ __forceinline__ void st(BFloat* p, int64_t i, float v) { p[i].bits = f32_to_bf16(v); }
-// a normal rounded to the storage type, as genfast.randn(dtype=...) stores it
-__device__ __forceinline__ float rounded(float v, const float*) { return v; }
-__device__ __forceinline__ float rounded(float v, const Half*) { return tr::f16_to_f32(f32_to_f16(v)); }
-__device__ __forceinline__ float rounded(float v, const BFloat*) { return tr::bf16_to_f32(f32_to_bf16(v)); }
 
 __device__ __forceinline__ double timestep(const TimestepArgs& ts, int64_t item) {
   switch (ts.t_dtype) {
