@@ -15,7 +15,8 @@ from genfast.bench.runner import Case, Provider, Settings, percentile, run_cases
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROW_KEYS = {"op", "size", "mode", "provider", "median_ms", "p20_ms", "p80_ms", "ratio",
-            "floor_fraction", "device", "torch_version", "genfast_version", "threads"}
+            "floor_fraction", "device", "torch_version", "genfast_version", "threads", "dtype",
+            "machine", "versions"}
 
 
 def test_bench_json(tmp_path, capsys, restore_threads):
@@ -161,7 +162,8 @@ def test_selection_and_markdown(tmp_path, capsys):
     rows = json.loads(path.read_text())["rows"]
     assert {(r["size"], r["provider"]) for r in rows} == {("4K", "genfast"), ("4K", "torch.randn")}
     text = md.read_text()
-    assert text.startswith("## genfast bench (quick)")
+    assert text.startswith("### genfast bench (quick, float32)")
+    assert "`genfast bench --op randn --size 4K --provider torch.randn --device cpu --sizes 4096`" in text
     table = [line for line in text.splitlines() if line.startswith("| randn")]
     assert len(table) == 4 and all(line.count("|") == 9 for line in table)
 

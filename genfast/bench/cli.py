@@ -21,10 +21,13 @@ from dataclasses import asdict
 
 import torch
 
-from . import SUITES
+from . import SUITES, call_suite
 from . import compare as _compare
 from . import plot as _plot
 from .runner import FULL, QUICK, Case, Progress, Report, Settings, run_cases, size_label
+
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 class UsageError(ValueError):
@@ -83,6 +86,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--suite", action="append", choices=sorted(SUITES), metavar="NAME",
                    help=f"suite to run (repeatable; default all: {', '.join(sorted(SUITES))})")
     p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--dtype", default="float32", choices=sorted(DTYPES),
+                   help="dtype of the tensors (default float32)")
     p.add_argument("--full", action="store_true",
                    help="longer, larger run with more providers (default: quick, < 3 min)")
     p.add_argument("--threads", type=int, metavar="N", help="torch.set_num_threads(N) first")
@@ -108,8 +113,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sizes", help=argparse.SUPPRESS)
 
 
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _versions() -> dict:
+    """Versions of the libraries a row's providers come from (None: not installed)."""
+    from importlib import metadata
+    out = {"python": platform.python_version()}
+    for dist in ("numpy", "triton", "diffusers", "k-diffusion", "nflows", "matplotlib"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
 def environment(device: torch.device) -> dict:
-    """What the numbers depend on: device, versions, threads, genfast backend."""
+    """What the numbers depend on: device, machine, versions, threads, genfast backend."""
     from .. import __version__
     from .. import backend as _backend
 
@@ -122,7 +150,10 @@ def environment(device: torch.device) -> dict:
     return {
         "device": str(device),
         "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda"
-                        else platform.machine()),
+                        else _cpu_name()),
+        "machine": f"{_cpu_name()}, {os.cpu_count()} logical CPUs, {platform.system()} "
+                   f"{platform.release()} {platform.machine()}",
+        "versions": _versions(),
         "torch_version": torch.__version__,
         "genfast_version": __version__,
         "threads": torch.get_num_threads(),
@@ -175,19 +206,31 @@ def format_table(rows) -> str:
     return "\n".join([fmt(list(head)), *(fmt(c) for c in lines)])
 
 
-def format_report(report: Report, env: dict, mode: str) -> str:
+def _setup_lines(report: Report, env: dict, mode: str) -> list[str]:
     bw = "; ".join(f"{size_label(n)} {g:.1f} GB/s clone, {report.copy_gbps['copy_'][n]:.1f} "
                    f"GB/s copy_" for n, g in report.copy_gbps["clone"].items())
     backend = env["backend"] + (f" ({env['backend_note']})" if env["backend_note"] else "")
     if env.get("cpu_isa"):
         backend += f", SIMD {env['cpu_isa']}"
-    return "\n".join([
-        f"genfast bench ({mode}) on {env['device']} ({env['device_name']}): torch "
-        f"{env['torch_version']}, genfast {env['genfast_version']}, {env['threads']} threads",
+    libs = ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items()
+                     if v and k not in ("python", "numpy", "matplotlib"))
+    return [
+        f"genfast bench ({mode}, {env.get('dtype', 'float32')}) on {env['device']} "
+        f"({env['device_name']}): torch {env['torch_version']}, genfast "
+        f"{env['genfast_version']}, {env['threads']} threads",
+        f"machine: {env.get('machine', '?')}; anchors: {libs or 'none installed'}",
         f"genfast backend: {backend}",
         f"copy bandwidth (float32, read + write): {bw or 'not measured'}",
-        "",
-        format_table(report.rows),
+    ]
+
+
+def format_report(report: Report, env: dict, mode: str) -> str:
+    tables = []
+    for suite in dict.fromkeys(r.suite for r in report.rows):
+        tables += ["", f"[{suite}]", format_table([r for r in report.rows if r.suite == suite])]
+    return "\n".join([
+        *_setup_lines(report, env, mode),
+        *tables,
         "",
         "ratio = median / genfast median (same op, size, mode); "
         "spread = (p80 - p20) / 2 / median;",
@@ -222,9 +265,10 @@ def run(args: argparse.Namespace, settings: Settings | None = None) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     settings = settings or (FULL if args.full else QUICK)
-    suites = args.suite or list(SUITES)
-    cases = [c for name in dict.fromkeys(suites)
-             for c in SUITES[name](device, full=args.full, sizes=sizes)]
+    suites = list(dict.fromkeys(args.suite or SUITES))
+    dtype = DTYPES[args.dtype]
+    cases = [c for name in suites
+             for c in call_suite(SUITES[name], device, args.full, sizes, dtype)]
     try:
         cases = select(cases, args.op, args.size, args.provider)
     except UsageError as e:
@@ -235,24 +279,27 @@ def run(args: argparse.Namespace, settings: Settings | None = None) -> int:
     report = run_cases(cases, device, settings, Progress(steps))
     env = environment(device)
     mode = "full" if args.full else "quick"
-    print(format_report(report, env, mode))
+    meta = {**env, "mode": mode, "dtype": args.dtype, "suites": suites,
+            "command": command_line(args)}
+    print(format_report(report, meta, mode))
+    rows = [{**asdict(r), **env} for r in report.rows]
     if args.json:
-        doc = {"meta": {**env, "mode": mode, "suites": suites},
+        doc = {"meta": meta,
                "copy_bandwidth": [{"size": size_label(n), "numel": n, "clone_gbps": g,
                                    "copy__gbps": report.copy_gbps["copy_"][n]}
                                   for n, g in report.copy_gbps["clone"].items()],
-               "rows": [{**asdict(r), **env} for r in report.rows]}
+               "rows": rows}
         with open(args.json, "w") as f:
             json.dump(doc, f, indent=1)
     if args.markdown:
         with open(args.markdown, "w") as f:
-            f.write(format_markdown(report, env, mode))
+            f.write(format_markdown(report, meta, mode))
     if args.plot:
         _plot.plot([asdict(r) for r in report.rows], args.plot,
-                   f"genfast bench ({mode}) on {env['device']} ({env['device_name']}), "
-                   f"{env['threads']} threads, torch {env['torch_version']}")
+                   f"genfast bench ({mode}, {args.dtype}) on {env['device']} "
+                   f"({env['device_name']}), {env['threads']} threads, "
+                   f"torch {env['torch_version']}")
     if baseline is not None:
-        rows = [{**asdict(r), **env} for r in report.rows]
         changes, only_now, only_base = _compare.compare(rows, baseline)
         text, regressions = _compare.format_comparison(
             changes, only_now, only_base, args.threshold, env, baseline.get("meta", {}))
@@ -260,6 +307,25 @@ def run(args: argparse.Namespace, settings: Settings | None = None) -> int:
         if regressions:
             return 1
     return 0
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The `genfast bench` command that repeats this run (output options left out)."""
+    parts = ["genfast bench"]
+    for name in ("suite", "op", "size", "provider"):
+        for v in getattr(args, name) or ():
+            parts.append(f"--{name} {v}")
+    if args.device:
+        parts.append(f"--device {args.device}")
+    if args.dtype != "float32":
+        parts.append(f"--dtype {args.dtype}")
+    if args.threads:
+        parts.append(f"--threads {args.threads}")
+    if args.full:
+        parts.append("--full")
+    if args.sizes:
+        parts.append(f"--sizes {args.sizes}")
+    return " ".join(parts)
 
 
 def select(cases: list[Case], ops, sizes, providers) -> list[Case]:
@@ -287,23 +353,37 @@ def select(cases: list[Case], ops, sizes, providers) -> list[Case]:
 
 
 def format_markdown(report: Report, env: dict, mode: str) -> str:
-    """The report as Markdown: setup, then one table."""
-    head = ["op", "size", "mode", "provider", "median", "p20-p80", "ratio", "floor"]
-    lines = [f"## genfast bench ({mode})", "",
-             f"- device: {env['device']} ({env['device_name']}), {env['threads']} threads",
-             f"- torch {env['torch_version']}, genfast {env['genfast_version']}, backend "
-             f"{env['backend']}" + (f", SIMD {env['cpu_isa']}" if env.get("cpu_isa") else ""),
-             "- ratio = median / genfast median of the same op, size and mode; floor = "
-             "(bytes moved / copy bandwidth) / median", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in report.rows:
-        if r.median_ms is None:
-            cells = [r.op, r.size, r.mode, r.provider, f"skipped: {r.skipped}", "", "", ""]
-        else:
-            cells = [r.op, r.size, r.mode, r.provider, _fmt_time(r.median_ms),
-                     f"{_fmt_time(r.p20_ms)} - {_fmt_time(r.p80_ms)}", _fmt_ratio(r.ratio),
-                     _fmt_fraction(r.floor_fraction)]
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    """The report as Markdown to paste into an issue: the command, the setup,
+    one table per suite, then the rows that did not run and why."""
+    head = ["op", "size", "mode", "provider", "median", "p20 - p80", "vs genfast", "floor"]
+    lines = [f"### genfast bench ({mode}, {env.get('dtype', 'float32')})", ""]
+    if env.get("command"):
+        lines += [f"`{env['command']}`", ""]
+    setup = _setup_lines(report, env, mode)
+    lines += [f"- {line}" for line in setup[1:]]
+    lines += [f"- device: {env['device']} ({env['device_name']}), {env['threads']} threads, "
+              f"torch {env['torch_version']}, genfast {env['genfast_version']}",
+              "- vs genfast = median / genfast median of the same op, size and mode (above 1: "
+              "genfast is faster); floor = (bytes moved / copy bandwidth) / median"]
+    skipped = []
+    for suite in dict.fromkeys(r.suite for r in report.rows):
+        lines += ["", f"**{suite}**", "", "| " + " | ".join(head) + " |",
+                  "|" + "---|" * 4 + "--:|" * 4]
+        for r in report.rows:
+            if r.suite != suite:
+                continue
+            if r.median_ms is None:
+                skipped.append(r)
+                cells = [r.op, r.size, r.mode, r.provider, "skipped", "", "", ""]
+            else:
+                cells = [r.op, r.size, r.mode, r.provider, _fmt_time(r.median_ms),
+                         f"{_fmt_time(r.p20_ms)} - {_fmt_time(r.p80_ms)}", _fmt_ratio(r.ratio),
+                         _fmt_fraction(r.floor_fraction)]
+            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    if skipped:
+        lines += ["", "Not run here:"]
+        lines += [f"- {r.suite} {r.op} {r.size} {r.mode} {r.provider}: {r.skipped}"
+                  for r in skipped]
     over = [r for r in report.rows if r.overhead_us is not None]
     if over:
         lines.append("")

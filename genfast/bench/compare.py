@@ -1,6 +1,7 @@
 """`genfast bench --compare BASELINE.json`: each row against a saved run.
 
-Rows are matched on (suite, op, size, mode, provider). A row is a regression
+Rows are matched on (suite, op, size, mode, provider, dtype; a baseline saved
+before rows had a dtype counts as float32). A row is a regression
 when its median is slower than the baseline's by more than ``threshold``
 percent; the command then exits 1, so a user's CI can guard a change with a
 run saved before it (`genfast bench --json base.json`). Medians of different
@@ -13,8 +14,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-KEY = ("suite", "op", "size", "mode", "provider")
-SETUP = ("device", "device_name", "threads", "torch_version", "backend", "cpu_isa")
+KEY = ("suite", "op", "size", "mode", "provider")  # required in every row; + dtype
+SETUP = ("device", "device_name", "machine", "threads", "torch_version", "backend", "cpu_isa")
+
+
+def _key(r: dict) -> tuple:
+    return tuple(r[k] for k in KEY) + (r.get("dtype") or "float32",)
 
 
 class BaselineError(ValueError):
@@ -50,10 +55,15 @@ def load(path: str) -> dict:
 
 def compare(rows: list[dict], baseline: dict) -> tuple[list[Change], list[tuple], list[tuple]]:
     """(changes of rows timed in both, keys only now, keys only in the baseline)."""
-    base = {tuple(r[k] for k in KEY): r for r in baseline["rows"] if r.get("median_ms")}
-    now = {tuple(r[k] for k in KEY): r for r in rows if r.get("median_ms")}
+    base = {_key(r): r for r in baseline["rows"] if r.get("median_ms")}
+    now = {_key(r): r for r in rows if r.get("median_ms")}
     changes = [Change(k, base[k]["median_ms"], now[k]["median_ms"]) for k in now if k in base]
     return changes, [k for k in now if k not in base], [k for k in base if k not in now]
+
+
+def _name(key: tuple) -> str:
+    """op size mode provider, and the dtype when it is not float32."""
+    return " ".join(str(x) for x in key[1:5]) + ("" if key[5] == "float32" else f" {key[5]}")
 
 
 def format_comparison(changes: list[Change], only_now, only_base, threshold: float,
@@ -68,12 +78,12 @@ def format_comparison(changes: list[Change], only_now, only_base, threshold: flo
     for c in changes:
         slow = c.percent > threshold
         regressions += slow
-        lines.append(f"  {'SLOWER' if slow else 'ok':<6} {' '.join(str(x) for x in c.key[1:])}: "
+        lines.append(f"  {'SLOWER' if slow else 'ok':<6} {_name(c.key)}: "
                      f"{c.base_ms:.4g} ms -> {c.now_ms:.4g} ms ({c.percent:+.1f}%)")
     for k in only_now:
-        lines.append(f"  new    {' '.join(str(x) for x in k[1:])}")
+        lines.append(f"  new    {_name(k)}")
     for k in only_base:
-        lines.append(f"  gone   {' '.join(str(x) for x in k[1:])}")
+        lines.append(f"  gone   {_name(k)}")
     lines.append(f"{regressions} of {len(changes)} rows slower than the baseline by more than "
                  f"{threshold:g}%")
     return "\n".join(lines), regressions

@@ -78,6 +78,7 @@ class Case:
     # For "overhead" cases: the provider calling the raw op; the baseline's row
     # then reports how much its Python wrapper adds (overhead_us).
     overhead_of: str | None = None
+    dtype: str = "float32"  # of the case's tensors (set by the CLI from the suite's dtype=)
 
 
 @dataclass
@@ -96,6 +97,7 @@ class Row:
     floor_fraction: float | None = None
     skipped: str | None = None
     overhead_us: float | None = None  # wrapper time over the raw op (overhead cases)
+    dtype: str = "float32"
 
 
 @dataclass
@@ -234,7 +236,7 @@ def run_cases(cases: list[Case], device: torch.device, s: Settings,
             for kind, bw in copy_bandwidth(case.numel, device, s, progress).items():
                 report.copy_gbps[kind][case.numel] = bw / 1e9
         rows = {p.name: Row(case.suite, case.op, label, case.numel, case.mode, p.name,
-                            skipped=p.skip) for p in case.providers}
+                            skipped=p.skip, dtype=case.dtype) for p in case.providers}
         fns, est = {}, {}
         for p in case.providers:
             if progress is not None:
