@@ -3,7 +3,8 @@
 Run: ``pytest benchmarks/`` (``--benchmark-disable`` runs each case once, as a
 smoke test). Environment: GENFAST_BENCH_DEVICE (default cuda if available,
 else cpu), GENFAST_BENCH_FULL=1 (the `genfast bench --full` cases),
-GENFAST_BENCH_SIZES (e.g. 4096,1M: element counts instead of the suite's).
+GENFAST_BENCH_SIZES (e.g. 4096,1M: element counts instead of the suite's),
+GENFAST_BENCH_DTYPE (float32, float16 or bfloat16; default float32).
 """
 
 from fnmatch import fnmatch
