@@ -89,3 +89,15 @@ def test_plot_of_several_suites(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert plot._speedups(rows)["noise"]["randn 1048576 m"] == [("torch.randn", 4.0)]
     plot.plot([], str(tmp_path / "empty.png"), "nothing")
+
+
+def test_quick_runs_compile_at_each_ops_largest_size_only():
+    from genfast.bench.cli import compile_at_largest_size
+    mk = lambda: (lambda: None)  # noqa: E731
+    provs = lambda: [Provider("genfast", mk), Provider("torch.compile(reference)", mk)]  # noqa
+    cases = [Case("s", "a", n, "m", provs()) for n in (16, 1024)] + [Case("s", "b", 16, "m", provs())]
+    out = compile_at_largest_size(cases)
+    assert [[p.name for p in c.providers] for c in out] == [
+        ["genfast"], ["genfast", "torch.compile(reference)"],
+        ["genfast", "torch.compile(reference)"]]
+    assert len(cases[0].providers) == 2  # the suite's cases are not changed in place

@@ -236,6 +236,8 @@ def format_report(report: Report, env: dict, mode: str) -> str:
         "spread = (p80 - p20) / 2 / median;",
         "floor = (bytes moved / copy bandwidth) / median, copy = x.clone() for alloc, "
         "y.copy_(x) for out=",
+        *(["quick run: torch.compile providers at each op's largest size only (--full: all)"]
+          if mode == "quick" else []),
         *[f"wrapper overhead: {r.op} {r.size} {r.provider} costs {r.overhead_us:+.2f} us over "
           f"the raw op" for r in report.rows if r.overhead_us is not None],
     ])
@@ -274,6 +276,8 @@ def run(args: argparse.Namespace, settings: Settings | None = None) -> int:
     except UsageError as e:
         print(f"genfast bench: {e}", file=sys.stderr)
         return 2
+    if not args.full:
+        cases = compile_at_largest_size(cases)
     steps = sum(len(c.providers) for c in cases)
     steps += len({c.numel for c in cases if c.bytes_moved is not None})  # copy bandwidth
     report = run_cases(cases, device, settings, Progress(steps))
@@ -326,6 +330,24 @@ def command_line(args: argparse.Namespace) -> str:
     if args.sizes:
         parts.append(f"--sizes {args.sizes}")
     return " ".join(parts)
+
+
+def compile_at_largest_size(cases: list[Case]) -> list[Case]:
+    """Quick runs time the torch.compile providers of an op (suite, op, mode)
+    at its largest size only: compiling costs seconds per case, and the quick
+    report must fit in a few minutes on 2 cores. --full keeps them all."""
+    largest: dict[tuple, int] = {}
+    for c in cases:
+        key = (c.suite, c.op, c.mode)
+        largest[key] = max(largest.get(key, 0), c.numel)
+    out = []
+    for c in cases:
+        if c.numel < largest[(c.suite, c.op, c.mode)]:
+            keep = [p for p in c.providers if not p.name.startswith("torch.compile")]
+            if len(keep) != len(c.providers):
+                c = dataclasses.replace(c, providers=keep)
+        out.append(c)
+    return out
 
 
 def select(cases: list[Case], ops, sizes, providers) -> list[Case]:
