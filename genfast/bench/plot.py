@@ -71,7 +71,7 @@ def _series(rows):
     return keep
 
 
-def plot(rows: list[dict], path: str, title: str) -> None:
+def plot(rows: list[dict], path: str, title: str, dpi: int = 100) -> None:
     plt = _require()
     speed = _speedups(rows)
     series = _series(rows)
@@ -82,7 +82,7 @@ def plot(rows: list[dict], path: str, title: str) -> None:
         ax.text(0.5, 0.5, "nothing to plot: no case has genfast and another provider timed",
                 ha="center", va="center")
         fig.suptitle(title)
-        fig.savefig(path, dpi=100)
+        fig.savefig(path, dpi=dpi)
         plt.close(fig)
         return
     providers = sorted({p for cases in speed.values() for bars in cases.values() for p, _ in bars})
@@ -129,7 +129,7 @@ def plot(rows: list[dict], path: str, title: str) -> None:
             _time_panel(axes[row][1], plt, suite, series.get(suite))
     fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (sum(heights) + 0.8)))
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
 
 
