@@ -177,16 +177,23 @@ class _Counter:
         self.mode = Mode()
 
     def _count_allocs(self, args, kwargs, out):
+        def storage(t):
+            try:  # sparse, nested or wrapper tensors have no plain storage: not counted
+                st = t.untyped_storage()
+                return st.data_ptr(), st.nbytes()
+            except (RuntimeError, NotImplementedError):
+                return None, 0
         inputs = set()
         for a in list(args) + list(kwargs.values()):
             for t in (a if isinstance(a, (list, tuple)) else (a,)):
                 if isinstance(t, torch.Tensor):
-                    inputs.add(t.untyped_storage().data_ptr())
+                    inputs.add(storage(t)[0])
         for t in (out if isinstance(out, (list, tuple)) else (out,)):
-            if isinstance(t, torch.Tensor) and t.untyped_storage().nbytes():
-                if t.untyped_storage().data_ptr() not in inputs:
+            if isinstance(t, torch.Tensor):
+                ptr, nbytes = storage(t)
+                if nbytes and ptr not in inputs:
                     self.allocs[self.current] += 1
-                    self.alloc_bytes[self.current] += t.untyped_storage().nbytes()
+                    self.alloc_bytes[self.current] += nbytes
 
     @contextlib.contextmanager
     def phase(self, name: str, i: int):
@@ -502,8 +509,17 @@ def profile(model=None, *, pipeline: str | None = None, sampler: str = "euler", 
         raise ValueError(f"dtype must be float32, float16 or bfloat16, got {dtype}")
     if model is not None and pipeline is not None:
         raise ValueError("pass model= or pipeline=, not both")
-    device = torch.device(device if device is not None else
-                          ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        device = torch.device(device if device is not None else
+                              ("cuda" if torch.cuda.is_available() else "cpu"))
+    except (RuntimeError, ValueError, TypeError):
+        raise ValueError(f"device: {device!r} is not a device (cpu, cuda, cuda:N)") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device: genfast profile runs on cpu or cuda, not {device.type}")
+    if device.type == "cuda" and (not torch.cuda.is_available() or
+                                  (device.index or 0) >= torch.cuda.device_count()):
+        raise ValueError(f"device: {device} requested but torch sees "
+                         f"{torch.cuda.device_count()} GPUs")
     if plot is not None:
         from .bench import plot as _bplot
         if not _bplot.available():

@@ -144,6 +144,7 @@ def test_multistep_samplers_when_merged():
     (["--pipeline", "/no/such/pipeline"], "not a directory"),
     (["--model", "os:sep"], "not callable"),
     (["--json", "/no/such/folder/p.json"], "--json"),
+    (["--device", "bogus"], "device"), (["--device", "cuda:9"], "device"),
 ])
 def test_bad_arguments_one_line(args, message, capsys):
     rc = genfast.cli.main(["profile", *args])
