@@ -101,3 +101,13 @@ def test_quick_runs_compile_at_each_ops_largest_size_only():
         ["genfast"], ["genfast", "torch.compile(reference)"],
         ["genfast", "torch.compile(reference)"]]
     assert len(cases[0].providers) == 2  # the suite's cases are not changed in place
+
+
+def test_nothing_to_run_is_an_error(monkeypatch, capsys):
+    import genfast.bench.cli as cli
+
+    def legacy(device, full=False, sizes=None):
+        return []
+    monkeypatch.setitem(cli.SUITES, "noise", legacy)
+    rc = genfast.cli.main(["bench", "--device", "cpu", "--suite", "noise"])
+    assert rc == 2 and "nothing to run" in capsys.readouterr().err

@@ -278,6 +278,10 @@ def run(args: argparse.Namespace, settings: Settings | None = None) -> int:
         return 2
     if not args.full:
         cases = compile_at_largest_size(cases)
+    if not cases:
+        print(f"genfast bench: nothing to run: no case of {', '.join(suites)} at "
+              f"{args.dtype}", file=sys.stderr)
+        return 2
     steps = sum(len(c.providers) for c in cases)
     steps += len({c.numel for c in cases if c.bytes_moved is not None})  # copy bandwidth
     report = run_cases(cases, device, settings, Progress(steps))
