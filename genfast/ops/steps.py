@@ -61,6 +61,9 @@ class StepOutput(NamedTuple):
 
 # the OpOverload itself: calling the packet resolves the overload on every call (~3 us)
 _CPP_OP = torch.ops.genfast.steps_step.default if CPU_LIB.loaded else None
+# its C++ callable: what OpOverload.__call__ forwards to, minus that Python
+# frame (the eager fast path only; dynamo traces the OpOverload)
+_CPP_CALL = _CPP_OP._op if CPU_LIB.loaded else None
 
 if CPU_LIB.loaded:
     @torch.library.register_fake("genfast::steps_step")
@@ -205,9 +208,9 @@ def step(plan: SamplingPlan, index, model_output: torch.Tensor, sample: torch.Te
                         raise ValueError(f"seed must be an int in [0, 2**64), got {seed!r}")
                     flags |= _ref.NOISE_SEEDED
                     seed = seed - U64 if seed >= I63 else seed
-                prev, x0 = _CPP_OP(sample, model_output, None, None, None, plan.table, None,
-                                   index, sampler, pred, 0, flags, params, seed or 0, stream,
-                                   sample_offset)
+                prev, x0 = _CPP_CALL(sample, model_output, None, None, None, plan.table, None,
+                                     index, sampler, pred, 0, flags, params, seed or 0, stream,
+                                     sample_offset)
                 return _new_output(StepOutput, (prev, x0 if return_x0 else None))
     if not isinstance(plan, SamplingPlan):
         raise TypeError(f"plan must be a genfast SamplingPlan (schedule.plan(n, sampler=...)), "
