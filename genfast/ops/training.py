@@ -189,7 +189,8 @@ if CPU_LIB.loaded:
     if not torch._C._dispatch_has_kernel_for_dispatch_key("genfast::training_add_noise",
                                                           "Autograd"):
         register_autograd(CPP_OPS)  # an extension built before the C++ autograd
-    _ADD_NOISE_SEEDED, _DIFFUSION_LOSS = CPP_OPS["add_noise_seeded"], CPP_OPS["diffusion_loss"]
+    _ADD_NOISE, _ADD_NOISE_SEEDED = CPP_OPS["add_noise"], CPP_OPS["add_noise_seeded"]
+    _DIFFUSION_LOSS = CPP_OPS["diffusion_loss"]
     _KL, _REPARAM = CPP_OPS["kl_divergence"], CPP_OPS["reparameterize"]
 
 
@@ -354,6 +355,12 @@ def add_noise(x0: torch.Tensor, timesteps: torch.Tensor, schedule: Schedule, *,
             and sample_offset + x0.shape[0] <= U32 and _fast(backend, x0)):
         return _ADD_NOISE_SEEDED(x0, timesteps, _table(schedule, x0.device), kind, pred,
                                  seed - U64 if seed >= I63 else seed, stream, sample_offset)
+    if (seed is None and isinstance(noise, torch.Tensor) and kind >= 0 and pred >= 0
+            and not (kind == 2 and pred == 1) and isinstance(x0, torch.Tensor)
+            and noise.dtype == x0.dtype and noise.shape == x0.shape
+            and _fast_timesteps(timesteps, x0, kind) and _fast(backend, x0)):
+        x_t, target = _ADD_NOISE(x0, noise, timesteps, _table(schedule, x0.device), kind, pred)
+        return x_t, noise, target
     _check_tensor("x0", x0)
     kind = _check_schedule(schedule)
     if x0.dim() < 2:
