@@ -491,3 +491,14 @@ def test_cuda_training_step_captures_in_a_graph():
     graph.replay()
     torch.cuda.synchronize()
     torch.testing.assert_close(out, step())
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_bench_suite_cases_run_in_half_dtypes(dtype):
+    """The training suite builds in float16 / bfloat16 and its eager providers
+    run once (timing is `genfast bench --suite training`'s job)."""
+    from genfast.bench import training as bench_training
+    for case in bench_training.cases(torch.device("cpu"), sizes=[1024], dtype=dtype):
+        for p in case.providers:
+            if not p.skip and "compile" not in p.name:
+                p.make()()
