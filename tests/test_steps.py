@@ -427,3 +427,17 @@ def test_return_x0_false(backend):
     a = genfast.steps.ddim(plan, 1, mo, x, backend=backend)
     b = genfast.steps.ddim(plan, 1, mo, x, return_x0=False, backend=backend)
     assert b.pred_original_sample is None and torch.equal(a.prev_sample, b.prev_sample)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_bench_suite_cases_run_in_each_dtype(dtype):
+    """The steps suite builds in every dtype and its eager providers run once
+    (timing is `genfast bench --suite steps`'s job)."""
+    from genfast.bench import steps as bench_steps
+    cases = bench_steps.cases(torch.device("cpu"), sizes=[256], dtype=dtype)
+    assert {c.op for c in cases} >= {"ddpm", "ddim", "euler", "euler_ancestral", "lcm",
+                                     "flow_match", "ddim+cfg"}
+    for case in cases:
+        for p in case.providers:
+            if not p.skip and "compile" not in p.name:
+                p.make()()

@@ -293,6 +293,25 @@ def test_backward_matches_reference_fp32(backend):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("backend", KERNELS)
+def test_reparameterize_backward_of_a_sum(backend):
+    # z.sum() hands the backward one value expanded over z (stride 0): the
+    # kernel reads it as one value instead of a contiguous copy
+    dev = DEV[backend]
+    lv = (torch.rand(3, 4, 5, 7, device=dev) * 80 - 40).requires_grad_()  # outside the clamp too
+
+    def grad(b, scale):
+        mu = batch(seed=4, device=dev).requires_grad_()
+        (scale * genfast.vae.reparameterize(mu, lv, seed=1, backend=b).sum()).backward()
+        out = mu.grad, lv.grad
+        lv.grad = None
+        return out
+
+    for scale in (1.0, -2.5):
+        for a, b in zip(grad(backend, scale), grad("reference", scale)):
+            torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
 # ---------------------------------------------------------------- opcheck / compile
 
 def _op_samples(device):
@@ -472,3 +491,14 @@ def test_cuda_training_step_captures_in_a_graph():
     graph.replay()
     torch.cuda.synchronize()
     torch.testing.assert_close(out, step())
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_bench_suite_cases_run_in_half_dtypes(dtype):
+    """The training suite builds in float16 / bfloat16 and its eager providers
+    run once (timing is `genfast bench --suite training`'s job)."""
+    from genfast.bench import training as bench_training
+    for case in bench_training.cases(torch.device("cpu"), sizes=[1024], dtype=dtype):
+        for p in case.providers:
+            if not p.skip and "compile" not in p.name:
+                p.make()()

@@ -5,6 +5,7 @@
 // reading them is no device sync, and an index past the plan is an error.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <c10/util/SmallVector.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -41,7 +42,10 @@ StepsKernels kernels() {
 }
 
 constexpr int64_t kTask = 4096;     // elements per task (a multiple of 4: noise quads)
-constexpr int64_t kTaskGrain = 4;   // 16K elements: below that one thread is faster
+// Below this many elements the step runs on the calling thread: waking the
+// pool costs more than a second core saves (one 1x4x64x64 latent takes a few
+// microseconds), and a busy machine may not hand the second thread out at all.
+constexpr int64_t kSerialElems = 32768;
 
 int64_t read_index(const at::Tensor& index) {
   switch (index.scalar_type()) {
@@ -55,13 +59,18 @@ int64_t read_index(const at::Tensor& index) {
 template <typename Body>
 void for_tasks(int64_t items, int64_t numel, const Body& body) {
   const int64_t per = (numel + kTask - 1) / kTask;
-  at::parallel_for(0, items * per, kTaskGrain, [&](int64_t j0, int64_t j1) {
+  const auto run = [&](int64_t j0, int64_t j1) {
     for (int64_t j = j0; j < j1; ++j) {
       const int64_t item = j / per, t = j - item * per;
       const int64_t e0 = t * kTask;
       body(item, e0, std::min(e0 + kTask, numel));
     }
-  });
+  };
+  if (items * numel < kSerialElems) {
+    run(0, items * per);
+  } else {
+    at::parallel_for(0, items * per, 1, run);
+  }
 }
 
 std::tuple<at::Tensor, at::Tensor> steps_step_cpu(
@@ -82,8 +91,8 @@ std::tuple<at::Tensor, at::Tensor> steps_step_cpu(
   const int64_t rows = plan.size(0);
   TORCH_CHECK_INDEX(i >= 0 && i < rows, "genfast steps: step index ", i,
                     " is past the plan (it has ", rows, " steps: 0..", rows - 1, ")");
-  const at::Tensor tab = plan.contiguous();
-  const double* row = tab.data_ptr<double>() + i * st::kPlanCols;
+  const at::Tensor tab = plan.is_contiguous() ? plan : plan.contiguous();
+  const double* row = tab.const_data_ptr<double>() + i * st::kPlanCols;
   const st::Coefs k = st::step_coefs((int)sampler, (int)prediction, (int)variance, (int)flags,
                                      row, rows, params.data());
   const bool seeded = (flags & st::kNoiseSeeded) != 0;
@@ -119,8 +128,9 @@ std::tuple<at::Tensor, at::Tensor> steps_step_cpu(
   a.seeded = seeded;
   a.noise = k.noise;
 
-  std::vector<float> g(N, (float)params[st::kGuidanceScale]), r(N, 1.0f);
-  std::vector<float> lim(N, std::numeric_limits<float>::infinity()), inv(N, 1.0f);
+  // per-item scalars; on the stack for the usual few items
+  c10::SmallVector<float, 32> g(N, (float)params[st::kGuidanceScale]), r(N, 1.0f);
+  c10::SmallVector<float, 32> lim(N, std::numeric_limits<float>::infinity()), inv(N, 1.0f);
   if (flags & st::kGuidanceTensor) {
     const at::Tensor gt = guidance->to(at::kFloat).contiguous();
     std::copy(gt.data_ptr<float>(), gt.data_ptr<float>() + N, g.begin());

@@ -351,10 +351,14 @@ at::Tensor reparameterize_backward_cpu(const at::Tensor& grad, const at::Tensor&
   const int dt = training_dtype_code(grad.scalar_type(), true);
   check_same("reparameterize_backward", logvar, "logvar", grad, "grad");
   check_same("reparameterize_backward", logvar, "logvar", eps, "eps");
-  const at::Tensor g = contig(grad), v = contig(logvar), e = contig(eps);
+  // The grad of z.sum() (and of any broadcast scalar) is one value expanded:
+  // read it as one instead of writing and reading a whole contiguous copy.
+  bool scalar = grad.numel() > 0;
+  for (int64_t d = 0; d < grad.dim() && scalar; ++d) scalar = grad.stride(d) == 0;
+  const at::Tensor g = scalar ? grad : contig(grad), v = contig(logvar), e = contig(eps);
   at::Tensor out = at::empty(grad.sizes(), grad.options());
   const cpu::ReparamArgs r{g.data_ptr(), v.data_ptr(), out.data_ptr(),
-                           const_cast<void*>(e.data_ptr()), dt, 0};
+                           const_cast<void*>(e.data_ptr()), dt, scalar ? -1 : 0};
   const auto f = kernels().reparameterize_backward;
   at::parallel_for(0, grad.numel(), kElemGrain, [&](int64_t b, int64_t x) { f(r, b, x); });
   return out;

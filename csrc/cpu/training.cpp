@@ -161,6 +161,11 @@ void reparam_backward_t(const ReparamArgs& a, int64_t e0, int64_t e1) {
   const T* eps = static_cast<const T*>(a.eps) + e0;
   T* out = static_cast<T*>(a.out) + e0;
   const int64_t n = e1 - e0;
+  if (a.numel < 0) {  // one grad value for every element (an expanded scalar)
+    const A gh = load(static_cast<const T*>(a.mu_or_grad), 0) * (A)0.5;
+    for (int64_t i = 0; i < n; ++i) store(out, i, gh * load(eps, i) * logvar_inside(load(lv, i)));
+    return;
+  }
   for (int64_t i = 0; i < n; ++i) {
     store(out, i, load(g, i) * (A)0.5 * load(eps, i) * logvar_inside(load(lv, i)));
   }

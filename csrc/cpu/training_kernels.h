@@ -53,7 +53,8 @@ struct ScaleArgs {
 
 // reparameterize: z = mu + d, d = exp(clamp(lv) / 2) eps with eps from the
 // stream (forward, over quads; d is written to `eps` for the backward);
-// backward g_lv = g d / 2 * inside (over elements).
+// backward g_lv = g d / 2 * inside (over elements; numel < 0 there: g is one
+// value for every element, as the expanded grad of a sum).
 struct ReparamArgs {
   const void* mu_or_grad;
   const void* logvar;

@@ -1,6 +1,9 @@
 """Training suite: the fused training ops against the code a training loop
-runs today (float32, latents of shape (16, 4, 128, 128) = 1M elements unless
-``sizes`` says otherwise: then see `_shape`).
+runs today (float32 unless ``dtype`` says otherwise; latents of 1x4x64x64,
+1x4x128x128, 16x4x64x64 and 16x4x128x128 = 1M elements, the size of the
+issue's targets; other ``sizes``: see `_shape`). Quick mode times
+torch.compile at 1M only and the reference (slow: Philox in int64 torch ops)
+at the two single-latent sizes only.
 
 Cases (mode "fwd" or "fwd+bwd"):
 * add_noise: in-kernel noise + x_t + v target. Providers: "genfast";
@@ -8,7 +11,8 @@ Cases (mode "fwd" or "fwd+bwd"):
   ``DDPMScheduler.add_noise`` and ``get_velocity``, when diffusers is
   installed; else the same formulas in eager PyTorch, "randn_like+eager");
   "torch.compile(...)" of that same code; "genfast[reference]".
-  Bytes moved: read x0, write x_t, noise, target (16 B per element).
+  Bytes moved: read x0, write x_t, noise, target (16 B per element in
+  float32; every byte count here scales with the dtype's size).
 * min_snr_loss fwd+bwd: ``mse_loss(reduction="none").mean(features) * w``,
   w = min(snr, 5)/snr, ``.mean()``, backward to pred. Providers: "genfast",
   "eager", "torch.compile(eager)", "genfast[reference]". Bytes: read pred and
@@ -34,8 +38,10 @@ from .runner import Case, Provider
 
 CONFIG = {"num_train_timesteps": 1000, "beta_schedule": "scaled_linear", "beta_start": 0.00085,
           "beta_end": 0.012, "prediction_type": "v_prediction"}
-QUICK_SIZES = (1 << 20,)
-FULL_SIZES = (1 << 16, 1 << 20, 4 << 20)
+QUICK_SIZES = (1 << 14, 1 << 16, 1 << 18, 1 << 20)
+FULL_SIZES = (1 << 14, 1 << 16, 1 << 18, 1 << 20, 4 << 20)
+LARGE = 1 << 20  # torch.compile in quick mode: at the targets' size only
+REFERENCE_MAX = 1 << 16  # the reference in quick mode: up to this size
 REFERENCE_REPS = 5
 
 
@@ -44,6 +50,8 @@ def _shape(n: int):
     (or one item of 4 x n/4 below that)."""
     if n == 1 << 20:
         return (16, 4, 128, 128)
+    if n == 1 << 16:
+        return (1, 4, 128, 128)
     if n % 16384 == 0:
         return (n // 16384, 4, 64, 64)
     return (1, 4, max(1, n // 4))
@@ -57,12 +65,28 @@ def _diffusers_scheduler():
     return DDPMScheduler(**{k: v for k, v in CONFIG.items() if k != "prediction_type"})
 
 
-def _inputs(n, device, seed=0):
+def _inputs(n, device, seed=0, dtype=torch.float32):
     g = torch.Generator().manual_seed(seed)
     shape = _shape(n)
-    x = torch.randn(shape, generator=g).to(device)
+    x = torch.randn(shape, generator=g).to(device, dtype)
     t = torch.randint(0, 1000, (shape[0],), generator=g).to(device)
     return x, t
+
+
+def _esize(dtype):
+    return torch.empty((), dtype=dtype).element_size()
+
+
+def _providers(n, full, genfast_, name, today):
+    """genfast, today's code, its torch.compile (quick: at LARGE only) and
+    the reference (quick: up to REFERENCE_MAX, a few repetitions)."""
+    out = [Provider("genfast", genfast_()), Provider(name, today(False))]
+    if full or n == LARGE:
+        out.append(Provider(f"torch.compile({name})", today(True)))
+    if full or n <= REFERENCE_MAX:
+        out.append(Provider("genfast[reference]", genfast_("reference"),
+                            max_reps=None if full else REFERENCE_REPS))
+    return out
 
 
 # ---------------------------------------------------------------- add_noise
@@ -83,14 +107,14 @@ def _today_add_noise(sched, device):
     return f
 
 
-def _add_noise_cases(n, device, full):
+def _add_noise_cases(n, device, full, dtype=torch.float32):
     sched = _diffusers_scheduler()
     name = "randn_like+diffusers" if sched is not None else "randn_like+eager"
     g = S.from_config(CONFIG)
 
     def genfast_(backend=None):
         def make():
-            x0, t = _inputs(n, device)
+            x0, t = _inputs(n, device, dtype=dtype)
             g.table(device)
             return lambda: genfast.add_noise(x0, t, g, seed=1234, stream=1,
                                              prediction_type="v_prediction", backend=backend)
@@ -98,7 +122,7 @@ def _add_noise_cases(n, device, full):
 
     def today(compiled):
         def make():
-            x0, t = _inputs(n, device)
+            x0, t = _inputs(n, device, dtype=dtype)
             f = _today_add_noise(sched, device)
             if compiled:
                 f = torch.compile(f, dynamic=False)
@@ -106,11 +130,8 @@ def _add_noise_cases(n, device, full):
             return lambda: f(x0, t)
         return make
 
-    providers = [Provider("genfast", genfast_()), Provider(name, today(False)),
-                 Provider(f"torch.compile({name})", today(True)),
-                 Provider("genfast[reference]", genfast_("reference"),
-                          max_reps=None if full else REFERENCE_REPS)]
-    return Case("training", "add_noise", n, "fwd", providers, bytes_moved=16 * n)
+    providers = _providers(n, full, genfast_, name, today)
+    return Case("training", "add_noise", n, "fwd", providers, bytes_moved=4 * _esize(dtype) * n)
 
 
 # ---------------------------------------------------------------- min-SNR loss
@@ -127,13 +148,13 @@ def _eager_loss(ac):
     return f
 
 
-def _loss_case(n, device, full):
+def _loss_case(n, device, full, dtype=torch.float32):
     g = S.from_config(CONFIG)
     ac = g.alphas_cumprod.float().to(device)
 
     def make_inputs():
-        pred, t = _inputs(n, device)
-        target, _ = _inputs(n, device, seed=1)
+        pred, t = _inputs(n, device, dtype=dtype)
+        target, _ = _inputs(n, device, seed=1, dtype=dtype)
         return pred.requires_grad_(), target, t
 
     def genfast_(backend=None):
@@ -165,11 +186,9 @@ def _loss_case(n, device, full):
             return step
         return make
 
-    providers = [Provider("genfast", genfast_()), Provider("eager", eager(False)),
-                 Provider("torch.compile(eager)", eager(True)),
-                 Provider("genfast[reference]", genfast_("reference"),
-                          max_reps=None if full else REFERENCE_REPS)]
-    return Case("training", "min_snr_loss", n, "fwd+bwd", providers, bytes_moved=20 * n)
+    providers = _providers(n, full, genfast_, "eager", eager)
+    return Case("training", "min_snr_loss", n, "fwd+bwd", providers,
+                bytes_moved=5 * _esize(dtype) * n)
 
 
 # ---------------------------------------------------------------- VAE
@@ -181,10 +200,10 @@ def _eager_vae(mu, lv):
     return kl
 
 
-def _vae_case(n, device, full):
+def _vae_case(n, device, full, dtype=torch.float32):
     def make_inputs():
-        mu, _ = _inputs(n, device)
-        lv, _ = _inputs(n, device, seed=1)
+        mu, _ = _inputs(n, device, dtype=dtype)
+        lv, _ = _inputs(n, device, seed=1, dtype=dtype)
         return mu.requires_grad_(), lv.requires_grad_()
 
     def genfast_(backend=None):
@@ -215,11 +234,9 @@ def _vae_case(n, device, full):
             return step
         return make
 
-    providers = [Provider("genfast", genfast_()), Provider("eager", eager(False)),
-                 Provider("torch.compile(eager)", eager(True)),
-                 Provider("genfast[reference]", genfast_("reference"),
-                          max_reps=None if full else REFERENCE_REPS)]
-    return Case("training", "reparam+kl", n, "fwd+bwd", providers, bytes_moved=56 * n)
+    providers = _providers(n, full, genfast_, "eager", eager)
+    return Case("training", "reparam+kl", n, "fwd+bwd", providers,
+                bytes_moved=14 * _esize(dtype) * n)
 
 
 # ---------------------------------------------------------------- wrapper overhead
@@ -244,12 +261,14 @@ def _overhead_case(device):
                 [Provider("genfast", make(False)), Provider("raw torch.ops", make(True))])
 
 
-def cases(device, full: bool = False, sizes=None) -> list[Case]:
+def cases(device, full: bool = False, sizes=None, dtype=torch.float32) -> list[Case]:
+    """The training cases on ``device`` in ``dtype`` (float32, float16, bfloat16)."""
     device = torch.device(device)
+    every = full or bool(sizes)  # asked for sizes: every provider at each
     sizes = tuple(sizes) if sizes else (FULL_SIZES if full else QUICK_SIZES)
     out = []
     for n in sizes:
-        out += [_add_noise_cases(n, device, full),
-                _loss_case(n, device, full), _vae_case(n, device, full)]
+        out += [_add_noise_cases(n, device, every, dtype),
+                _loss_case(n, device, every, dtype), _vae_case(n, device, every, dtype)]
     out.append(_overhead_case(device))
     return out

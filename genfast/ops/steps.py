@@ -61,6 +61,9 @@ class StepOutput(NamedTuple):
 
 # the OpOverload itself: calling the packet resolves the overload on every call (~3 us)
 _CPP_OP = torch.ops.genfast.steps_step.default if CPU_LIB.loaded else None
+# its C++ callable: what OpOverload.__call__ forwards to, minus that Python
+# frame (the eager fast path only; dynamo traces the OpOverload)
+_CPP_CALL = _CPP_OP._op if CPU_LIB.loaded else None
 
 if CPU_LIB.loaded:
     @torch.library.register_fake("genfast::steps_step")
@@ -69,6 +72,34 @@ if CPU_LIB.loaded:
         prev = torch.empty(sample.shape, dtype=sample.dtype, device=sample.device)
         n = sample.shape if flags & _ref.WANT_X0 else (0,)
         return prev, torch.empty(n, dtype=sample.dtype, device=sample.device)
+
+
+_NO_CACHE: dict = {}
+_KERNEL_OF = {"cpu": 1, "cuda": 1}
+_new_output = tuple.__new__
+I63 = 1 << 63
+
+
+def _fast_codes(plan, key):
+    """(sampler, prediction, flags, params, draws) of the fast path for
+    ``plan`` and (prediction_type, timestep_scaling, return_x0); sampler -1:
+    not for the fast path (the full checks then raise or handle it)."""
+    prediction_type, timestep_scaling, return_x0 = key
+    d = getattr(plan, "__dict__", None)
+    cache = {} if d is None else d.setdefault("_genfast_fast_codes", {})
+    sampler = _ref.SAMPLERS.get(plan.sampler, -1)
+    pred = _ref.PREDICTIONS.get(prediction_type or ("flow" if sampler == 5 else "epsilon"), -1)
+    if (sampler < 0 or pred not in _SAMPLER_PREDICTIONS[sampler] or type(return_x0) is not bool
+            or not isinstance(timestep_scaling, (int, float))):
+        hit = (-1, 0, 0, None, False)
+    else:
+        eta = plan.options.get("eta", 1.0 if sampler == 3 else 0.0)
+        params = [0.0, 0.0, float(eta), 1.0, 0.995, 1.0, 0.0, 0.0, math.inf, 1.0,
+                  float(timestep_scaling)]
+        draws = sampler in (0, 3, 4) or (sampler == 1 and eta > 0)
+        hit = (sampler, pred, _ref.WANT_X0 if return_x0 else 0, params, draws)
+    cache[key] = hit
+    return hit
 
 
 def _code(name, value, table):
@@ -151,6 +182,36 @@ def step(plan: SamplingPlan, index, model_output: torch.Tensor, sample: torch.Te
     Computed in float32 for float32 / float16 / bfloat16 samples, same dtype
     out. Returns a `StepOutput` (prev_sample, pred_original_sample).
     """
+    # Fast path: the plain step (no guidance, clipping, churn or given noise,
+    # an int index) on the C++ kernels, whose binding checks shapes, devices
+    # and the plan itself. Per-plan cache of the codes and params.
+    if (uncond is None and guidance_scale is None and noise is None and eta is None
+            and type(index) is int and type(plan) is SamplingPlan
+            and not (guidance_rescale or clip_sample or thresholding or use_clipped_model_output
+                     or s_churn or stochastic_sampling) and variance_type == "fixed_small"
+            and 0 <= index < plan.num_steps and (seed is None or type(seed) is int)
+            and (prediction_type is None or type(prediction_type) is str)
+            and not torch.compiler.is_compiling()):
+        key = (prediction_type, timestep_scaling, return_x0)
+        cache = getattr(plan, "__dict__", _NO_CACHE).get("_genfast_fast_codes")
+        fast = cache.get(key) if cache is not None else None
+        if fast is None:
+            fast = _fast_codes(plan, key)
+        sampler, pred, flags, params, draws = fast
+        if (sampler >= 0 and isinstance(sample, torch.Tensor)
+                and isinstance(model_output, torch.Tensor) and model_output.dtype == sample.dtype and sample.dtype in _DTYPES
+                and (seed is not None or not draws)):
+            dev = "cpu" if sample.is_cpu else "cuda" if sample.is_cuda else sample.device.type
+            if _KERNEL_OF.get(_backend.resolve(backend, dev)) is not None:
+                if seed is not None:
+                    if not 0 <= seed < U64:
+                        raise ValueError(f"seed must be an int in [0, 2**64), got {seed!r}")
+                    flags |= _ref.NOISE_SEEDED
+                    seed = seed - U64 if seed >= I63 else seed
+                prev, x0 = _CPP_CALL(sample, model_output, None, None, None, plan.table, None,
+                                     index, sampler, pred, 0, flags, params, seed or 0, stream,
+                                     sample_offset)
+                return _new_output(StepOutput, (prev, x0 if return_x0 else None))
     if not isinstance(plan, SamplingPlan):
         raise TypeError(f"plan must be a genfast SamplingPlan (schedule.plan(n, sampler=...)), "
                         f"got {type(plan).__name__}")

@@ -9,8 +9,15 @@ Registered ops (namespace ``genfast``; schemas in csrc/bindings/ops.cpp):
 training_add_noise, training_add_noise_seeded, training_add_noise_backward,
 training_diffusion_loss(+_backward), training_kl_divergence(+_backward),
 training_reparameterize(+_backward); the Triton ones carry a ``_triton``
-suffix. Each forward has a fake kernel and a fused backward registered with
-torch.library.register_autograd.
+suffix. Each forward has a fake kernel and a fused backward: for the C++ ops
+a C++ autograd Function (csrc/bindings/training_autograd.cpp, no Python on
+the autograd path), for the Triton ops torch.library.register_autograd.
+
+The wrappers first try a fast path: a few attribute reads confirm the common
+call (a Schedule, a float tensor, one timestep per item of the right dtype, a
+kernel backend) and go straight to the op, whose C++ binding checks devices,
+shapes and timestep values itself; anything else takes the full checks,
+which name the argument.
 
 Timestep range checks, and why they differ by device: a check of tensor
 values on the host costs a device sync on a GPU, which would break CUDA-graph
@@ -179,7 +186,12 @@ _NAMES = ("add_noise", "add_noise_seeded", "add_noise_backward", "diffusion_loss
 
 if CPU_LIB.loaded:
     CPP_OPS = {n: getattr(torch.ops.genfast, f"training_{n}").default for n in _NAMES}
-    register_autograd(CPP_OPS)
+    if not torch._C._dispatch_has_kernel_for_dispatch_key("genfast::training_add_noise",
+                                                          "Autograd"):
+        register_autograd(CPP_OPS)  # an extension built before the C++ autograd
+    _ADD_NOISE, _ADD_NOISE_SEEDED = CPP_OPS["add_noise"], CPP_OPS["add_noise_seeded"]
+    _DIFFUSION_LOSS = CPP_OPS["diffusion_loss"]
+    _KL, _REPARAM = CPP_OPS["kl_divergence"], CPP_OPS["reparameterize"]
 
 
 def _triton_ops():
@@ -281,6 +293,29 @@ def _which(backend, x):
     return which, None
 
 
+_FAST_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_TS_DTYPES = ((torch.int64, torch.int32), (torch.float32, torch.float64),
+              (torch.float32, torch.float64))
+_KERNELS = ("cpu", "cuda")
+I63 = 1 << 63
+
+
+def _fast(backend, x):
+    """True when the call may skip the Python checks: x a float32 / float16 /
+    bfloat16 tensor on the CPU or a GPU whose backend is the C++ kernels
+    (their bindings check devices, shapes and, on the CPU, timestep values)."""
+    if x.dtype not in _FAST_DTYPES:
+        return False
+    if x.is_cpu:
+        return _backend.resolve(backend, "cpu") == "cpu"
+    return x.is_cuda and not _CHECK_ON_DEVICE and _backend.resolve(backend, "cuda") == "cuda"
+
+
+def _fast_timesteps(timesteps, x, kind):
+    return (isinstance(timesteps, torch.Tensor) and timesteps.dtype in _TS_DTYPES[kind]
+            and timesteps.dim() == 1 and x.dim() >= 2 and timesteps.shape[0] == x.shape[0])
+
+
 # ---------------------------------------------------------------- add_noise
 
 def add_noise(x0: torch.Tensor, timesteps: torch.Tensor, schedule: Schedule, *,
@@ -311,6 +346,21 @@ def add_noise(x0: torch.Tensor, timesteps: torch.Tensor, schedule: Schedule, *,
     flows to x0 (and to a given noise). Computed in float32 (float64 for
     float64 x0); fp16 / bf16 in, same dtype out.
     """
+    kind = schedule.kind_code if isinstance(schedule, Schedule) else -1
+    pred = _ref.PREDICTIONS.get(prediction_type, -1) if type(prediction_type) is str else -1
+    if (noise is None and type(seed) is int and 0 <= seed < U64 and kind >= 0 and pred >= 0
+            and not (kind == 2 and pred == 1) and type(stream) is int and 0 <= stream < U32
+            and type(sample_offset) is int and isinstance(x0, torch.Tensor)
+            and _fast_timesteps(timesteps, x0, kind) and 0 <= sample_offset
+            and sample_offset + x0.shape[0] <= U32 and _fast(backend, x0)):
+        return _ADD_NOISE_SEEDED(x0, timesteps, _table(schedule, x0.device), kind, pred,
+                                 seed - U64 if seed >= I63 else seed, stream, sample_offset)
+    if (seed is None and isinstance(noise, torch.Tensor) and kind >= 0 and pred >= 0
+            and not (kind == 2 and pred == 1) and isinstance(x0, torch.Tensor)
+            and noise.dtype == x0.dtype and noise.shape == x0.shape
+            and _fast_timesteps(timesteps, x0, kind) and _fast(backend, x0)):
+        x_t, target = _ADD_NOISE(x0, noise, timesteps, _table(schedule, x0.device), kind, pred)
+        return x_t, noise, target
     _check_tensor("x0", x0)
     kind = _check_schedule(schedule)
     if x0.dim() < 2:
@@ -387,6 +437,21 @@ def diffusion_loss(pred: torch.Tensor, target: torch.Tensor, timesteps: torch.Te
     One kernel forward, one backward; the loss is float32 (float64 for
     float64 inputs) whatever the input dtype, as the scripts' ``.float()``.
     """
+    kind = schedule.kind_code if isinstance(schedule, Schedule) else -1
+    if (kind >= 0 and isinstance(pred, torch.Tensor) and isinstance(target, torch.Tensor)
+            and type(weighting) is str and type(prediction_type) is str
+            and type(reduction) is str and type(gamma) in (int, float) and gamma > 0
+            and _fast_timesteps(timesteps, pred, kind) and target.dtype == pred.dtype
+            and target.shape == pred.shape and _fast(backend, pred)):
+        w = _ref.WEIGHTINGS.get(weighting, -1)
+        p = _ref.PREDICTIONS.get(prediction_type, -1)
+        r = _ref.REDUCTIONS.get(reduction, -1)
+        if (w >= 0 and p >= 0 and r >= 0 and not (w == 1 and (kind == 2 or p == 3))
+                and not (w == 2 and kind != 1)):
+            if sigma_data is None:
+                sigma_data = getattr(schedule, "sigma_data", 0.5)
+            return _DIFFUSION_LOSS(pred, target, timesteps, _table(schedule, pred.device), kind,
+                                   w, p, float(gamma), float(sigma_data), r)
     _check_tensor("pred", pred)
     _check_pair("pred", pred, "target", target)
     kind = _check_schedule(schedule)
@@ -425,6 +490,13 @@ def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, *, seed: int, stream:
     0 outside the clamp, like torch.clamp's). The op keeps d = exp(lv/2) eps
     for its fused backward (one elementwise pass, no generator, no exp).
     """
+    if (type(seed) is int and 0 <= seed < U64 and type(stream) is int and 0 <= stream < U32
+            and type(sample_offset) is int and isinstance(mu, torch.Tensor)
+            and isinstance(logvar, torch.Tensor) and mu.dim() >= 2 and 0 <= sample_offset
+            and sample_offset + mu.shape[0] <= U32 and logvar.dtype == mu.dtype
+            and logvar.shape == mu.shape and _fast(backend, mu)):
+        return _REPARAM(mu, logvar, seed - U64 if seed >= I63 else seed, stream,
+                        sample_offset)[0]
     _check_tensor("mu", mu)
     _check_pair("mu", mu, "logvar", logvar)
     seed = _uint("seed", seed, U64)
@@ -446,6 +518,10 @@ def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor, *, reduction: str = "s
     "sum" over items (the familiar -0.5 sum(1 + lv - mu^2 - exp(lv))), "mean"
     over items (diffusers' ``posterior.kl().mean()``), or "none": (N,). Items
     are the leading dimension. float32 out (float64 for float64 inputs)."""
+    r = _ref.REDUCTIONS.get(reduction, -1) if type(reduction) is str else -1
+    if (r >= 0 and isinstance(mu, torch.Tensor) and isinstance(logvar, torch.Tensor)
+            and logvar.dtype == mu.dtype and logvar.shape == mu.shape and _fast(backend, mu)):
+        return _KL(mu, logvar, r)
     _check_tensor("mu", mu)
     _check_pair("mu", mu, "logvar", logvar)
     r = _code("reduction", reduction, _ref.REDUCTIONS)
