@@ -462,3 +462,20 @@ def test_50_step_loop_compiles_fullgraph_without_sync(backend):
     torch.testing.assert_close(got, want)
     torch.testing.assert_close(s1.buffer, s2.buffer)
     assert torch.isfinite(got).all()
+
+
+@pytest.mark.parametrize("backend", KERNELS)
+@pytest.mark.parametrize("sampler", ["dpmpp", "unipc", "heun"])
+def test_opcheck(backend, sampler):
+    """Schema (the state is declared written), fake kernel, autograd
+    registration and AOT dispatch of the C++ op, with a strided sample."""
+    plan = S.from_config(SD).plan(6, sampler=sampler)
+    x = latent(2, (4, 8, 10))[..., ::2]  # non-contiguous
+    mo = latent(2, (4, 8, 5), seed=1)
+    state = genfast.steps.new_state(plan, x)
+    state.buffer.normal_()
+    op = torch.ops.genfast.multistep_step.default
+    for i, stage in ((0, 0), (3, 0)) if sampler != "heun" else ((2, 0), (2, 1)):
+        args = (x, mo, None, None, None, state.buffer, plan.table, plan.stage_table, None, i,
+                RM.SAMPLERS[sampler], stage, 0, 1024, [0.0, 0.0], 0, 0, 0)
+        torch.library.opcheck(op, args)
