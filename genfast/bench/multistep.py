@@ -118,14 +118,20 @@ def _case(short, n, device, dtype):
                                  stage=stage, prediction=0, flags=0, params=[0.0, 0.0],
                                  noise=z)[0].to(dtype)
 
-            def f(x, m, buf):
-                if two:
-                    return one(one(x, m, buf, 0), m, buf, 1)
+            def s0(x, m, buf):
                 return one(x, m, buf, 0)
-            if compiled:
-                f = torch.compile(_fresh(f), dynamic=False)
-                f(x, m, st.buffer)
-            return lambda: f(x, m, st.buffer)
+
+            def s1(x, m, buf):
+                return one(x, m, buf, 1)
+            if compiled:  # one graph per stage: a real loop calls the model in between
+                s0 = torch.compile(_fresh(s0), dynamic=False)
+                s1 = torch.compile(_fresh(s1), dynamic=False)
+                y = s0(x, m, st.buffer)
+                if two:
+                    s1(y, m, st.buffer)
+            if two:
+                return lambda: s1(s0(x, m, st.buffer), m, st.buffer)
+            return lambda: s0(x, m, st.buffer)
         return make
 
     providers = [Provider("genfast", genfast_), Provider("reference", reference(False)),
