@@ -8,9 +8,11 @@
 // branch-free bin search as a count of knots passed, the gathers of the bin's
 // quantities, and the backward scatter into the K parameters).
 #include "flows_kernels.h"
+#include "flows_simd.h"
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 #include "genfast/coupling.h"
@@ -171,6 +173,9 @@ RqBin<T> gather(const Work<T>& w, int b, int l) {
 
 template <typename T, bool INV, bool TAILS>
 void rq_forward_range(const RqArgs& a, int64_t begin, int64_t end) {
+  if constexpr (std::is_same_v<T, float>) {
+    return rqv::forward_range<INV, TAILS>(a, begin, end);
+  }
   const RqConsts<T> c(a);
   Work<T> w(c.K, c.nd());
   Prepared<T> p;
@@ -200,6 +205,9 @@ void rq_forward_range(const RqArgs& a, int64_t begin, int64_t end) {
 
 template <typename T, bool INV, bool TAILS>
 void rq_backward_range(const RqArgs& a, int64_t begin, int64_t end) {
+  if constexpr (std::is_same_v<T, float>) {
+    return rqv::backward_range<INV, TAILS>(a, begin, end);
+  }
   const RqConsts<T> c(a);
   const int K = c.K;
   const int nd = c.nd();
