@@ -8,9 +8,11 @@
 // branch-free bin search as a count of knots passed, the gathers of the bin's
 // quantities, and the backward scatter into the K parameters).
 #include "flows_kernels.h"
+#include "flows_simd.h"
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 #include "genfast/coupling.h"
@@ -171,6 +173,9 @@ RqBin<T> gather(const Work<T>& w, int b, int l) {
 
 template <typename T, bool INV, bool TAILS>
 void rq_forward_range(const RqArgs& a, int64_t begin, int64_t end) {
+  if constexpr (std::is_same_v<T, float>) {
+    return rqv::forward_range<INV, TAILS>(a, begin, end);
+  }
   const RqConsts<T> c(a);
   Work<T> w(c.K, c.nd());
   Prepared<T> p;
@@ -200,6 +205,9 @@ void rq_forward_range(const RqArgs& a, int64_t begin, int64_t end) {
 
 template <typename T, bool INV, bool TAILS>
 void rq_backward_range(const RqArgs& a, int64_t begin, int64_t end) {
+  if constexpr (std::is_same_v<T, float>) {
+    return rqv::backward_range<INV, TAILS>(a, begin, end);
+  }
   const RqConsts<T> c(a);
   const int K = c.K;
   const int nd = c.nd();
@@ -319,20 +327,34 @@ void affine_backward_tasks(const AffineArgs& a, int64_t begin, int64_t end) {
     const int64_t j1 = std::min(a.row_len, j0 + a.chunk);
     const int64_t base = row * a.row_len;
     const T g_lad = gl[row];
-    // int inner index over a contiguous run, as in the forward: vectorises
-    const T* x = in + base + j0;
-    const T* sft = sh + base + j0;
-    const T* v = uu + base + j0;
-    const T* g_o = go + base + j0;
-    T* d_in = gi + base + j0;
-    T* d_sh = gs + base + j0;
-    T* d_u = gu + base + j0;
+    // int inner index over a contiguous run, and __restrict__: with seven
+    // pointers GCC gives up its overlap checks and would run the loop scalar
+    const T* __restrict__ x = in + base + j0;
+    const T* __restrict__ sft = sh + base + j0;
+    const T* __restrict__ v = uu + base + j0;
+    const T* __restrict__ g_o = go + base + j0;
+    T* __restrict__ d_in = gi + base + j0;
+    T* __restrict__ d_sh = gs + base + j0;
+    T* __restrict__ d_u = gu + base + j0;
     const int n = static_cast<int>(j1 - j0);
-    for (int i = 0; i < n; ++i) {
-      const AffineGrad<T> g = affine_backward<ACT>(x[i], sft[i], v[i], clamp, INV, g_o[i], g_lad);
-      d_in[i] = g.in;
-      d_sh[i] = g.shift;
-      d_u[i] = g.u;
+    // the scale first, in its own loop (as the forward's: it vectorises);
+    // then plain arithmetic
+    constexpr int kBuf = 256;
+    alignas(64) T sc[kBuf], dl[kBuf];
+    for (int c0 = 0; c0 < n; c0 += kBuf) {
+      const int m = std::min(kBuf, n - c0);
+      for (int i = 0; i < m; ++i) {
+        const AffineScale<T> r = affine_scale<ACT>(v[c0 + i], clamp);
+        sc[i] = r.scale;
+        dl[i] = r.dlog;
+      }
+      for (int i = 0; i < m; ++i) {
+        const AffineGrad<T> g =
+            affine_backward_scaled<ACT>(x[c0 + i], sft[c0 + i], sc[i], dl[i], INV, g_o[c0 + i], g_lad);
+        d_in[c0 + i] = g.in;
+        d_sh[c0 + i] = g.shift;
+        d_u[c0 + i] = g.u;
+      }
     }
   }
 }

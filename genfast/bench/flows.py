@@ -1,6 +1,8 @@
 """Flows suite: the fused spline and affine coupling against their eager
 reference, torch.compile of the reference (full runs) and nflows 0.14 (when
-installed). float32 on the suite's device.
+installed), in the suite's dtype (float32 default; float16 / bfloat16 are
+computed in float32 inside genfast and its reference; nflows and the compiled
+reference run in float32 only) on the suite's device.
 
 Cases (numel = elements transformed):
   rq_spline   (4096, 64) features, K = 8 bins, linear tails, tail_bound 3:
@@ -37,10 +39,11 @@ def _shape_for(numel: int, width: int) -> tuple[int, int]:
     return (max(1, numel // width), min(width, numel))
 
 
-def _spline_inputs(shape, device, grad):
+def _spline_inputs(shape, device, grad, dtype=torch.float32):
     g = torch.Generator().manual_seed(0)
-    x = (1.5 * torch.randn(shape, generator=g)).to(device)
-    p = [torch.randn(*shape, m, generator=g).to(device) for m in (NUM_BINS, NUM_BINS, NUM_BINS - 1)]
+    x = (1.5 * torch.randn(shape, generator=g)).to(device, dtype)
+    p = [torch.randn(*shape, m, generator=g).to(device, dtype)
+         for m in (NUM_BINS, NUM_BINS, NUM_BINS - 1)]
     return [t.requires_grad_(grad) for t in [x] + p]
 
 
@@ -56,11 +59,11 @@ def _spline_fn(provider: str):
         x, w, h, d, inverse, True, -TAIL_BOUND, TAIL_BOUND, -TAIL_BOUND, TAIL_BOUND)
 
 
-def _spline_provider(provider, shape, device, mode, compiled=False):
+def _spline_provider(provider, shape, device, mode, dtype, compiled=False):
     def make():
         inverse = mode == "inverse"
         grad = mode == "fwd+bwd"
-        args = _spline_inputs(shape, device, grad)
+        args = _spline_inputs(shape, device, grad, dtype)
         f = _spline_fn(provider)
         if compiled:
             f = torch.compile(f, dynamic=False, fullgraph=True)
@@ -88,11 +91,12 @@ def _affine_fn(provider: str):
     return lambda x, t, u: _ref.affine_coupling(x, t, u, "sigmoid")
 
 
-def _affine_provider(provider, shape, device, mode, compiled=False):
+def _affine_provider(provider, shape, device, mode, dtype, compiled=False):
     def make():
         grad = mode == "fwd+bwd"
         g = torch.Generator().manual_seed(1)
-        args = [torch.randn(shape, generator=g).to(device).requires_grad_(grad) for _ in range(3)]
+        args = [torch.randn(shape, generator=g).to(device, dtype).requires_grad_(grad)
+                for _ in range(3)]
         f = _affine_fn(provider)
         if compiled:
             f = torch.compile(f, dynamic=False, fullgraph=True)
@@ -109,22 +113,28 @@ def _affine_provider(provider, shape, device, mode, compiled=False):
     return make
 
 
-def _providers(builder, shape, device, mode, full):
-    out = [Provider("genfast", builder("genfast", shape, device, mode)),
-           Provider("genfast[reference]", builder("reference", shape, device, mode))]
-    if HAVE_NFLOWS:
-        out.append(Provider("nflows", builder("nflows", shape, device, mode), max_reps=20))
-    else:
+def _providers(builder, shape, device, mode, full, dtype):
+    out = [Provider("genfast", builder("genfast", shape, device, mode, dtype)),
+           Provider("genfast[reference]", builder("reference", shape, device, mode, dtype))]
+    f32_only = None if dtype == torch.float32 else "float32 only"
+    if not HAVE_NFLOWS:
         out.append(Provider("nflows", skip="nflows is not installed (pip install nflows==0.14)"))
+    else:
+        out.append(Provider("nflows", builder("nflows", shape, device, mode, dtype), max_reps=20,
+                            skip=f32_only))
     if full:
         out.append(Provider("torch.compile(reference)",
-                            builder("reference", shape, device, mode, compiled=True)))
+                            builder("reference", shape, device, mode, dtype, compiled=True),
+                            skip=f32_only))
     return out
 
 
-def cases(device: torch.device, full: bool = False, sizes=None) -> list[Case]:
-    """rq_spline and affine cases on ``device`` (element counts from ``sizes``
-    replace the default shapes: (n / 64, 64) and (n / 256, 256))."""
+def cases(device: torch.device, full: bool = False, sizes=None,
+          dtype: torch.dtype = torch.float32) -> list[Case]:
+    """rq_spline and affine cases on ``device`` in ``dtype`` (element counts
+    from ``sizes`` replace the default shapes: (n / 64, 64) and (n / 256, 256))."""
+    if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise ValueError(f"flows suite: dtype must be float32, float16 or bfloat16, got {dtype}")
     device = torch.device(device)
     spline_shapes = [_shape_for(n, 64) for n in sizes] if sizes else [SPLINE_SHAPE]
     affine_shapes = [_shape_for(n, 256) for n in sizes] if sizes else [AFFINE_SHAPE]
@@ -132,11 +142,11 @@ def cases(device: torch.device, full: bool = False, sizes=None) -> list[Case]:
     for shape in spline_shapes:
         for mode in ("forward", "inverse", "fwd+bwd"):
             out.append(Case("flows", f"rq_spline K={NUM_BINS}", shape[0] * shape[1], mode,
-                            _providers(_spline_provider, shape, device, mode, full)))
+                            _providers(_spline_provider, shape, device, mode, full, dtype)))
     for shape in affine_shapes:
         n = shape[0] * shape[1]
         for mode in ("forward", "fwd+bwd"):
             out.append(Case("flows", "affine", n, mode,
-                            _providers(_affine_provider, shape, device, mode, full),
-                            bytes_moved=16 * n if mode == "forward" else None))
+                            _providers(_affine_provider, shape, device, mode, full, dtype),
+                            bytes_moved=4 * dtype.itemsize * n if mode == "forward" else None))
     return out

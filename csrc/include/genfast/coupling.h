@@ -101,29 +101,36 @@ struct AffineGrad {
   T in, shift, u;
 };
 
-// Gradients of one element given the upstream gradients of its output (g_out)
-// and of its item's logabsdet (g_lad).
+// Gradients of one element given its scale and d log(scale) / du (from
+// affine_scale) and the upstream gradients of its output (g_out) and of its
+// item's logabsdet (g_lad).
 template <int ACT, typename T>
-GENFAST_HD AffineGrad<T> affine_backward(T in, T shift, T u, T clamp, bool inverse, T g_out,
-                                         T g_lad) {
-  const AffineScale<T> sc = affine_scale<ACT>(u, clamp);
+GENFAST_HD AffineGrad<T> affine_backward_scaled(T in, T shift, T scale, T dlog, bool inverse,
+                                                T g_out, T g_lad) {
   AffineGrad<T> g;
   constexpr bool glow = ACT == kActGlow;
   if (!inverse) {
     // d y / d log(scale) = (x [+ t]) scale
     const T pre = glow ? in + shift : in;
-    g.in = g_out * sc.scale;
-    g.shift = glow ? g_out * sc.scale : g_out;
-    g.u = (g_out * pre * sc.scale + g_lad) * sc.dlog;
+    g.in = g_out * scale;
+    g.shift = glow ? g_out * scale : g_out;
+    g.u = (g_out * pre * scale + g_lad) * dlog;
   } else {
     // x = (y - t) / scale  or  y / scale - t;  d x / d log(scale) = -(y [- t]) / scale
-    const T inv = T(1) / sc.scale;
+    const T inv = T(1) / scale;
     const T pre = glow ? in * inv : (in - shift) * inv;
     g.in = g_out * inv;
     g.shift = glow ? -g_out : -g_out * inv;
-    g.u = (-g_out * pre - g_lad) * sc.dlog;
+    g.u = (-g_out * pre - g_lad) * dlog;
   }
   return g;
+}
+
+template <int ACT, typename T>
+GENFAST_HD AffineGrad<T> affine_backward(T in, T shift, T u, T clamp, bool inverse, T g_out,
+                                         T g_lad) {
+  const AffineScale<T> sc = affine_scale<ACT>(u, clamp);
+  return affine_backward_scaled<ACT>(in, shift, sc.scale, sc.dlog, inverse, g_out, g_lad);
 }
 
 }  // namespace genfast

@@ -3,7 +3,7 @@ moons) for N steps, once with nflows 0.14's coupling layers and once with the
 genfast.nflows drop-ins (the same model: only the import differs), and print
 the wall time of each and the ratio.
 
-    python scripts/flows_toy_train.py [--steps 300] [--batch 512] [--threads 2]
+    python benchmarks/flows_toy_train.py [--steps 300] [--batch 512] [--threads 2]
 
 Same seed, same data and the same initial weights for both; the final
 negative log-likelihoods are printed to show they train alike.
