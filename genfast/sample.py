@@ -1,0 +1,332 @@
+"""`genfast.sample`: a whole sampling loop on the device, one fused step per
+model evaluation, no host sync, reproducible per item, split over
+torch.distributed ranks when a process group is up.
+
+The loop (every scalar comes from the sampling plan, built once on the host
+in float64 and moved to the device once; all control flow is on Python ints):
+
+    x = genfast.randn(shape, seed=seed, stream=0, sample_offset=lo) * init_sigma
+    for i in range(steps):
+        for k in range(plan.stages(i)):
+            out = model(x * c_in(i, k), t(i, k), **cond)        # (+ uncond, CFG)
+            x = genfast.steps.step(plan, i, out, x, stage=k, seed=seed, stream=1,
+                                   sample_offset=lo, guidance_scale=g, ...)
+
+Noise: the initial latent of item i is genfast stream 0 of (seed, i); the
+noise a stochastic step draws at step j is stream 1 + j of (seed, i). Nothing
+else draws, so item i's result depends only on (seed, i) and the model: the
+same seed gives the same samples with any batch size or split across
+processes (the CPU kernels bit for bit; a GPU within float tolerance).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import _distributed
+from . import schedules as _schedules
+from . import steps as _steps
+from .ops.noise import randn
+
+# short name -> (plan sampler, plan options)
+SAMPLERS = {
+    "ddpm": ("ddpm", {}),
+    "ddim": ("ddim", {}),
+    "euler": ("euler", {}),
+    "euler_ancestral": ("euler_ancestral", {}),
+    "heun": ("heun", {}),
+    "dpm_2": ("dpm_2", {}),
+    "dpmpp_2m": ("dpmpp", {"solver_order": 2}),
+    "dpmpp_3m": ("dpmpp", {"solver_order": 3}),
+    "dpmpp_2m_sde": ("dpmpp", {"solver_order": 2, "algorithm_type": "sde-dpmsolver++"}),
+    "unipc": ("unipc", {}),
+    "lcm": ("lcm", {}),
+    "flow_match_euler": ("flow_match_euler", {}),
+}
+# the Stable Diffusion 1.5 scheduler config (its scheduler_config.json)
+DEFAULT_SCHEDULE = {"num_train_timesteps": 1000, "beta_schedule": "scaled_linear",
+                    "beta_start": 0.00085, "beta_end": 0.012, "steps_offset": 1,
+                    "timestep_spacing": "leading", "clip_sample": False,
+                    "set_alpha_to_one": False}
+_SIGMA_SPACE = ("euler", "euler_ancestral", "heun", "dpm_2")
+INIT_STREAM, STEP_STREAM = 0, 1
+
+
+def _schedule(schedule):
+    if schedule is None:
+        return _schedules.from_config(DEFAULT_SCHEDULE)
+    if isinstance(schedule, _schedules.Schedule):
+        return schedule
+    try:
+        return _schedules.from_config(schedule)
+    except TypeError:
+        raise TypeError(f"schedule must be a genfast schedule, a diffusers scheduler or its "
+                        f"config (dict), or None; got {type(schedule).__name__}") from None
+
+
+def _stages(plan, i):
+    return plan.stages(i) if hasattr(plan, "stages") else 1
+
+
+class _Loop:
+    """Everything the loop reads, prepared on the host before the first step:
+    the model's timestep per evaluation (device tensors, sliced by Python
+    ints: views, no kernel, no sync) and its input scale (host floats)."""
+
+    def __init__(self, plan, sched, items, device):
+        self.plan = plan
+        n = plan.num_steps
+        self.evals = [(i, k) for i in range(n) for k in range(_stages(plan, i))]
+        if hasattr(plan, "model_timestep"):
+            ts = torch.stack([plan.model_timestep(i, k) for i, k in self.evals])
+            self.scale = [float(plan.model_scale(i, k)) for i, k in self.evals]
+        else:  # part-1 plans: c_in only for samplers working in sigma space
+            ts = plan.table[:, plan.col["timestep"]]
+            sig = plan.sampler in _SIGMA_SPACE and sched.kind != "flow"
+            self.scale = [float(plan.host[i, plan.col["c_in"]]) if sig else 1.0
+                          for i, _ in self.evals]
+        self.t = ts.to(device=device, dtype=torch.float32)
+        self.items = items
+
+    def timestep(self, j, items):
+        return self.t[j].expand(items)
+
+
+def _init_sigma(plan, sched):
+    """diffusers' init_noise_sigma: 1 for samplers on the VP sample (DDPM, DDIM,
+    DPM-Solver, UniPC, LCM) and flow matching; sigma_max in sigma space,
+    sqrt(sigma_max^2 + 1) there with "leading" spacing (and for EDM)."""
+    if plan.sampler not in _SIGMA_SPACE or sched.kind == "flow":
+        return 1.0
+    smax = float(plan.host[:, plan.col["sigma"]].max())
+    if sched.kind == "vp" and sched.timestep_spacing in ("linspace", "trailing"):
+        return smax
+    return (smax * smax + 1.0) ** 0.5
+
+
+def _split_cond(cond, batch, lo, hi, name):
+    """A rank's (or a whole run's) view of cond: tensors whose leading dim is
+    the global batch are sliced to the share; anything else is passed as is."""
+    if cond is None:
+        return {}
+    if not hasattr(cond, "items"):
+        raise TypeError(f"{name} must be a dict of keyword arguments for the model, got "
+                        f"{type(cond).__name__}")
+    out = {}
+    for key, v in cond.items():
+        if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == batch and \
+                (lo, hi) != (0, batch):
+            v = v[lo:hi]
+        out[key] = v
+    return out
+
+
+def _batchable(cond, uncond):
+    """Both guidance halves in one model call: same keys, tensors of the same
+    trailing shape with a batch dimension."""
+    if set(cond) != set(uncond):
+        return False
+    for key in cond:
+        c, u = cond[key], uncond[key]
+        if not (isinstance(c, torch.Tensor) and isinstance(u, torch.Tensor)):
+            return False
+        if c.dim() == 0 or c.shape[1:] != u.shape[1:] or c.shape[0] != u.shape[0]:
+            return False
+    return True
+
+
+def _output(out, dtype):
+    if hasattr(out, "sample"):
+        out = out.sample
+    elif isinstance(out, (tuple, list)):
+        out = out[0]
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"model must return a Tensor (or an object with .sample), got "
+                        f"{type(out).__name__}")
+    return out if out.dtype == dtype else out.to(dtype)
+
+
+def sample(model, shape, *, sampler: str = "dpmpp_2m", steps: int = 30, schedule=None,
+           prediction_type: str = "epsilon", guidance_scale=1.0, cond=None, uncond=None,
+           seed: int = 0, device=None, dtype=torch.float32, progress: bool = False,
+           compile: bool = False, cuda_graph: bool = False, group=None,
+           gather: bool = True) -> torch.Tensor:
+    """Sample ``shape[0]`` items with ``model`` and return them (x0 at the end
+    of the loop; latents for a latent model).
+
+    Args:
+        model: ``model(x, t, **cond)`` -> the prediction (a tensor like x, or
+            an object with ``.sample`` such as a diffusers UNet's output, or a
+            tuple whose first element is it). ``t``: float32 tensor of shape
+            (items,) with the schedule's timestep (sigma-space samplers on a
+            discrete schedule: diffusers' fractional timestep).
+        shape: the global batch's shape (items first).
+        sampler: a short name: ddpm, ddim, euler, euler_ancestral, heun, dpm_2,
+            dpmpp_2m, dpmpp_3m, dpmpp_2m_sde, unipc, lcm, flow_match_euler.
+        steps: inference steps (model evaluations: twice per step for heun /
+            dpm_2 except the last, as diffusers and k-diffusion).
+        schedule: a genfast schedule, a diffusers scheduler or its ``.config``
+            (or a dict), or None: the Stable Diffusion 1.5 scaled_linear one
+            (``DEFAULT_SCHEDULE``).
+        prediction_type: epsilon, v_prediction, sample (flow for flow
+            matching; on a flow-matching schedule "epsilon", the default, is
+            read as "flow": both mean x0 = x - sigma * out there).
+        guidance_scale, cond, uncond: classifier-free guidance (Ho & Salimans
+            2022): with ``uncond`` (a dict of model kwargs) and a scale != 1 the
+            step fuses out = u + g (c - u). When cond and uncond hold tensors of
+            matching shapes the two halves go through the model as one batch of
+            2N (diffusers' form), else as two calls. cond / uncond tensors
+            whose first dim is ``shape[0]`` are per item and follow the split.
+        seed: int in [0, 2**64): item i's noise depends only on (seed, i)
+            (module docstring).
+        device, dtype: where and in what the sample lives (float32, float16,
+            bfloat16; the steps compute in float32).
+        progress: a tqdm bar over the steps (rank 0 only).
+        compile: ``torch.compile`` the model (the steps are registered ops with
+            fake kernels, so they trace into the same graph).
+        cuda_graph: capture the whole loop, model included, in one CUDA graph
+            and replay it (CUDA only).
+        group: a torch.distributed process group; with it, or with a default
+            group initialised (torchrun), ``shape[0]`` is the global batch and
+            each rank samples its contiguous share with matching sample offsets.
+        gather: return the global batch on every rank (all_gather; equal to
+            the single-process result), or only this rank's share.
+    """
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+    if not callable(model):
+        raise TypeError(f"model must be callable (model(x, t, **cond)), got "
+                        f"{type(model).__name__}")
+    try:
+        shape = tuple(int(d) for d in shape)
+    except TypeError:
+        raise TypeError(f"shape must be a sequence of ints, got {shape!r}") from None
+    if len(shape) < 2 or min(shape) < 0:
+        raise ValueError(f"shape must be (items, channels, ...) with sizes >= 0, got {shape}")
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise TypeError(f"dtype must be torch.float32, float16 or bfloat16, got {dtype}")
+    if type(seed) is not int or not 0 <= seed < 1 << 64:
+        raise ValueError(f"seed must be an int in [0, 2**64), got {seed!r}")
+    device = torch.device(device if device is not None else "cpu")
+    if cuda_graph and device.type != "cuda":
+        raise ValueError(f"cuda_graph=True needs a CUDA device, got device={str(device)!r}")
+    cfg = guidance_scale is not None and not (
+        not isinstance(guidance_scale, torch.Tensor) and float(guidance_scale) == 1.0)
+    if cfg and uncond is None:
+        raise ValueError(f"guidance_scale={guidance_scale!r} needs uncond= (the model "
+                         f"kwargs of the unconditional branch)")
+
+    sched = _schedule(schedule)
+    name, opts = SAMPLERS[sampler]
+    pred = prediction_type
+    if sched.kind == "flow" and pred == "epsilon":
+        pred = "flow" if name == "flow_match_euler" else pred
+    plan = sched.plan(steps, sampler=name, device=device, **opts)
+
+    batch = shape[0]
+    where = _distributed.world(group)
+    rank, size = where if where is not None else (0, 1)
+    lo, hi = _distributed.share(batch, rank, size)
+    items = hi - lo
+    local = (items,) + shape[1:]
+    cond_l = _split_cond(cond, batch, lo, hi, "cond")
+    uncond_l = _split_cond(uncond, batch, lo, hi, "uncond") if cfg else {}
+    g = guidance_scale
+    if cfg and isinstance(g, torch.Tensor):
+        if g.shape != (batch,):
+            raise ValueError(f"guidance_scale must be a float or a tensor of shape ({batch},), "
+                             f"got {tuple(g.shape)}")
+        g = g[lo:hi].to(device)
+
+    x = randn(local, seed=seed, stream=INIT_STREAM, sample_offset=lo, dtype=dtype,
+              device=device)
+    if items:
+        init = _init_sigma(plan, sched)
+        if init != 1.0:
+            x.mul_(init)
+        fn = torch.compile(model) if compile else model
+        run = _Run(fn, plan, sched, items, device, dtype, pred, cfg, g, cond_l, uncond_l,
+                   seed, lo)
+        if cuda_graph:
+            x = _graphed(run, x)
+        else:
+            x = run(x, progress and rank == 0)
+    if where is None or not gather:
+        return x
+    return _distributed.gather(x, batch, rank, size, group)
+
+
+class _Run:
+    """One loop over a fixed share: callable on the initial sample."""
+
+    def __init__(self, model, plan, sched, items, device, dtype, pred, cfg, g, cond, uncond,
+                 seed, offset):
+        self.model, self.plan, self.dtype, self.pred = model, plan, dtype, pred
+        self.loop = _Loop(plan, sched, items, device)
+        self.items, self.seed, self.offset = items, seed, offset
+        self.cfg, self.g = cfg, g
+        self.cond, self.uncond = cond, uncond
+        self.batched = cfg and _batchable(cond, uncond)
+        if self.batched:  # [uncond; cond], concatenated once
+            self.both = {k: torch.cat([uncond[k], cond[k]]) for k in cond}
+
+    def _new_state(self, x):
+        if hasattr(_steps, "new_state"):
+            return _steps.new_state(self.plan, x)
+        return None
+
+    def __call__(self, x, progress=False, limit=None):
+        plan, model, loop = self.plan, self.model, self.loop
+        state = self._new_state(x)
+        extra = {} if state is None else {"state": state}
+        opts = dict(prediction_type=self.pred, seed=self.seed, stream=STEP_STREAM,
+                    sample_offset=self.offset, return_x0=False)
+        if self.cfg:
+            opts["guidance_scale"] = self.g
+        evals = loop.evals if limit is None else loop.evals[:limit]
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=plan.num_steps)
+        for j, (i, k) in enumerate(evals):
+            c = loop.scale[j]
+            xin = x if c == 1.0 else x * c
+            if self.batched:
+                out = _output(model(torch.cat([xin, xin]), loop.timestep(j, 2 * self.items),
+                                    **self.both), self.dtype)
+                u = None
+            else:
+                t = loop.timestep(j, self.items)
+                out = _output(model(xin, t, **self.cond), self.dtype)
+                u = _output(model(xin, t, **self.uncond), self.dtype) if self.cfg else None
+            if k:
+                extra["stage"] = k
+            elif "stage" in extra:
+                del extra["stage"]
+            x = _steps.step(plan, i, out, x, uncond=u, **extra, **opts).prev_sample
+            if bar is not None and k == _stages(plan, i) - 1:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+        return x
+
+
+def _graphed(run, x):
+    """Capture the loop once (after one warm-up evaluation on a side stream,
+    as CUDA graphs need) and replay it: the loop's launches leave the CPU."""
+    static = x.clone()
+    side = torch.cuda.Stream(device=x.device)
+    side.wait_stream(torch.cuda.current_stream(x.device))
+    with torch.cuda.stream(side):
+        run(static.clone(), limit=1)  # warm-up: allocator, cuBLAS handles, lazy inits
+    torch.cuda.current_stream(x.device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = run(static)
+    graph.replay()
+    return out.clone()
+
+
+__all__ = ["sample", "SAMPLERS", "DEFAULT_SCHEDULE"]
