@@ -21,7 +21,7 @@ the model. The cases of genfast.bench.dropin (helper suite, when present)
 are appended.
 
 The 2-process figure (gloo) is not a Case (spawning processes takes seconds):
-``python -m genfast.bench.loops`` prints the wall time of genfast.sample on
+``python -c "import genfast.bench.loops as m; m.main()"`` prints the wall time of genfast.sample on
 a global batch in 1 process and split over 2 gloo processes.
 """
 
@@ -240,11 +240,17 @@ def distributed_walltime(shape=(16, 4, 64, 64), steps=STEPS, reps=5, procs=(1, 2
     return result
 
 
-if __name__ == "__main__":
+def main(argv=None):
+    """Prints the 1- and 2-process wall times; argv[0]: the shape as 16x4x64x64."""
     import sys
-    shape = (16, 4, 64, 64) if len(sys.argv) < 2 else tuple(int(v) for v in sys.argv[1].split("x"))
+    argv = sys.argv[1:] if argv is None else argv
+    shape = (16, 4, 64, 64) if not argv else tuple(int(v) for v in argv[0].split("x"))
     res = distributed_walltime(shape)
     one = res[1]
     for world, t in res.items():
         print(f"genfast.sample euler x{STEPS} {'x'.join(map(str, shape))} gloo {world} "
               f"process(es): {t * 1e3:.1f} ms ({one / t:.2f}x of 1 process)")
+
+
+if __name__ == "__main__":
+    main()
