@@ -50,8 +50,8 @@ DEFAULT_SCHEDULE = {"num_train_timesteps": 1000, "beta_schedule": "scaled_linear
                     "beta_start": 0.00085, "beta_end": 0.012, "steps_offset": 1,
                     "timestep_spacing": "leading", "clip_sample": False,
                     "set_alpha_to_one": False}
-_SIGMA_SPACE = ("euler", "euler_ancestral", "heun", "dpm_2")
 INIT_STREAM, STEP_STREAM = 0, 1
+_MULTISTEP = ("dpmpp", "unipc", "heun", "dpm_2")  # samplers with a history state
 
 
 _SCHEDULES: dict = {}  # config -> Schedule: a schedule's float64 tables are built once
@@ -99,28 +99,20 @@ def _plan(sched, steps, name, device, opts):
     return plan
 
 
-def _stages(plan, i):
-    return plan.stages(i) if hasattr(plan, "stages") else 1
-
-
 class _Loop:
-    """Everything the loop reads, prepared on the host before the first step:
-    the model's timestep per evaluation (device tensors, sliced by Python
-    ints: views, no kernel, no sync) and its input scale (host floats)."""
+    """Everything the loop reads, prepared before the first step: the model's
+    timestep per evaluation (device tensors sliced by Python ints: views, no
+    kernel, no sync) and its input scale c_in (host floats from the plan's
+    host tables, the values ``plan.model_scale`` holds on the device)."""
 
-    def __init__(self, plan, sched, items, device):
-        self.plan = plan
+    def __init__(self, plan, items):
         n = plan.num_steps
-        self.evals = [(i, k) for i in range(n) for k in range(_stages(plan, i))]
-        if hasattr(plan, "model_timestep"):
-            ts = torch.stack([plan.model_timestep(i, k) for i, k in self.evals])
-            self.scale = [float(plan.model_scale(i, k)) for i, k in self.evals]
-        else:  # part-1 plans: c_in only for samplers working in sigma space
-            ts = plan.table[:, plan.col["timestep"]]
-            sig = plan.sampler in _SIGMA_SPACE and sched.kind != "flow"
-            self.scale = [float(plan.host[i, plan.col["c_in"]]) if sig else 1.0
-                          for i, _ in self.evals]
-        t = ts.to(device=device, dtype=torch.float32)
+        self.evals = [(i, k) for i in range(n) for k in range(plan.stages(i))]
+        c0 = plan.host[:, plan.col["c_in"]].tolist()
+        c1 = plan.stage_host[:, plan.scol["s1_c_in"]].tolist()
+        self.scale = [c0[i] if k == 0 else c1[i] for i, k in self.evals]
+        t = torch.stack([plan.model_timestep(i, k) for i, k in self.evals])
+        t = t.to(torch.float32)
         # per evaluation, for the model's batch and for the [uncond; cond] batch
         self.t1 = [t[j].expand(items) for j in range(len(self.evals))]
         self.t2 = [t[j].expand(2 * items) for j in range(len(self.evals))]
@@ -130,7 +122,7 @@ def _init_sigma(plan, sched):
     """diffusers' init_noise_sigma: 1 for samplers on the VP sample (DDPM, DDIM,
     DPM-Solver, UniPC, LCM) and flow matching; sigma_max in sigma space,
     sqrt(sigma_max^2 + 1) there with "leading" spacing (and for EDM)."""
-    if plan.sampler not in _SIGMA_SPACE or sched.kind == "flow":
+    if plan.sample_space != "sigma" or sched.kind == "flow":
         return 1.0
     smax = float(plan.host[:, plan.col["sigma"]].max())
     if sched.kind == "vp" and sched.timestep_spacing in ("linspace", "trailing"):
@@ -305,7 +297,7 @@ class _Run:
         if self.loop is None:
             if len(cache) >= 16:
                 cache.clear()
-            self.loop = cache[items] = _Loop(plan, sched, items, device)
+            self.loop = cache[items] = _Loop(plan, items)
         self.items, self.seed, self.offset = items, seed, offset
         self.cfg, self.g = cfg, g
         self.cond, self.uncond = cond, uncond
@@ -316,13 +308,12 @@ class _Run:
     def start(self, x):
         """The per-loop context: the sampler's history buffers (multistep and
         two-stage samplers; zeroed) and the step's keyword arguments."""
-        state = _steps.new_state(self.plan, x) if hasattr(_steps, "new_state") else None
         opts = dict(prediction_type=self.pred, seed=self.seed, stream=STEP_STREAM,
                     sample_offset=self.offset, return_x0=False)
         if self.cfg:
             opts["guidance_scale"] = self.g
-        if state is not None:
-            opts["state"] = state
+        if self.plan.sampler in _MULTISTEP:
+            opts["state"] = _steps.new_state(self.plan, x)
         return opts
 
     def eval(self, x, j, opts):
@@ -353,7 +344,7 @@ class _Run:
         with tqdm(total=self.plan.num_steps) as bar:
             for j, (i, k) in enumerate(evals):
                 x = self.eval(x, j, opts)
-                if k == _stages(self.plan, i) - 1:
+                if k == self.plan.stages(i) - 1:
                     bar.update(1)
         return x
 

@@ -48,24 +48,33 @@ def _diffusers_loop(cls_name, model, shape, steps, seed, config=DEFAULT_SCHEDULE
     return x
 
 
-@pytest.mark.parametrize("name,cls", [("ddim", "DDIMScheduler"), ("ddpm", "DDPMScheduler"),
-                                      ("euler", "EulerDiscreteScheduler"),
-                                      ("euler_ancestral", "EulerAncestralDiscreteScheduler")])
-def test_matches_diffusers_loop(name, cls):
+@pytest.mark.parametrize("name,cls,extra", [
+    ("ddim", "DDIMScheduler", {}), ("ddpm", "DDPMScheduler", {}),
+    ("euler", "EulerDiscreteScheduler", {}),
+    ("euler_ancestral", "EulerAncestralDiscreteScheduler", {}),
+    ("heun", "HeunDiscreteScheduler", {}), ("dpm_2", "KDPM2DiscreteScheduler", {}),
+    ("dpmpp_2m", "DPMSolverMultistepScheduler", {}),
+    ("dpmpp_3m", "DPMSolverMultistepScheduler", {"solver_order": 3}),
+    ("dpmpp_2m_sde", "DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}),
+    ("unipc", "UniPCMultistepScheduler", {}),
+])
+@pytest.mark.parametrize("steps", [10, 20])
+def test_matches_diffusers_loop(name, cls, extra, steps):
     shape = (2, 4, 8, 8)
-    got = genfast.sample(toy, shape, sampler=name, steps=10, seed=3)
-    want = _diffusers_loop(cls, toy, shape, 10, 3)
+    got = genfast.sample(toy, shape, sampler=name, steps=steps, seed=3)
+    want = _diffusers_loop(cls, toy, shape, steps, 3, config={**DEFAULT_SCHEDULE, **extra})
     torch.testing.assert_close(got, want, rtol=1e-5, atol=2e-5)
 
 
-@pytest.mark.parametrize("name", ["ddim", "ddpm", "euler", "euler_ancestral", "lcm"])
+@pytest.mark.parametrize("name", list(SAMPLERS))
 def test_item_depends_only_on_seed_and_index(name):
     # Item i of a batch of 5 is item i of a batch of 3: nothing in the loop
     # mixes items, and the noise of item i is (seed, i)'s.
-    five = genfast.sample(toy, (5, 4, 8, 8), sampler=name, steps=6, seed=11)
-    three = genfast.sample(toy, (3, 4, 8, 8), sampler=name, steps=6, seed=11)
+    sched = {"shift": 3.0} if name == "flow_match_euler" else None
+    five = genfast.sample(toy, (5, 4, 8, 8), sampler=name, steps=6, seed=11, schedule=sched)
+    three = genfast.sample(toy, (3, 4, 8, 8), sampler=name, steps=6, seed=11, schedule=sched)
     assert torch.equal(five[:3], three)
-    other = genfast.sample(toy, (3, 4, 8, 8), sampler=name, steps=6, seed=12)
+    other = genfast.sample(toy, (3, 4, 8, 8), sampler=name, steps=6, seed=12, schedule=sched)
     assert not torch.equal(other, three)
 
 
