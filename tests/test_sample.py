@@ -68,8 +68,8 @@ def test_matches_diffusers_loop(name, cls, extra, steps):
 
 @pytest.mark.parametrize("name", list(SAMPLERS))
 def test_item_depends_only_on_seed_and_index(name):
-    # Item i of a batch of 5 is item i of a batch of 3: nothing in the loop
-    # mixes items, and the noise of item i is (seed, i)'s.
+    """Item i of a batch of 5 is item i of a batch of 3: nothing in the loop
+    mixes items, and the noise of item i is (seed, i)'s."""
     sched = {"shift": 3.0} if name == "flow_match_euler" else None
     five = genfast.sample(toy, (5, 4, 8, 8), sampler=name, steps=6, seed=11, schedule=sched)
     three = genfast.sample(toy, (3, 4, 8, 8), sampler=name, steps=6, seed=11, schedule=sched)
@@ -136,10 +136,25 @@ def test_flow_match_default_prediction_is_velocity():
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("name,cls,pred", [
+    ("ddim", "DDIMScheduler", "v_prediction"), ("euler", "EulerDiscreteScheduler", "v_prediction"),
+    ("dpmpp_2m", "DPMSolverMultistepScheduler", "v_prediction"),
+    ("dpmpp_2m", "DPMSolverMultistepScheduler", "sample"),
+    ("heun", "HeunDiscreteScheduler", "v_prediction"),
+])
+def test_prediction_types_match_diffusers(name, cls, pred):
+    shape = (1, 4, 8, 8)
+    got = genfast.sample(toy, shape, sampler=name, steps=8, seed=2, prediction_type=pred)
+    want = _diffusers_loop(cls, toy, shape, 8, 2,
+                           config={**DEFAULT_SCHEDULE, "prediction_type": pred})
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("name", ["euler", "dpmpp_2m", "heun"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_low_precision(dtype):
-    got = genfast.sample(toy, (2, 4, 8, 8), sampler="euler", steps=5, dtype=dtype)
-    want = genfast.sample(toy, (2, 4, 8, 8), sampler="euler", steps=5)
+def test_low_precision(name, dtype):
+    got = genfast.sample(toy, (2, 4, 8, 8), sampler=name, steps=5, dtype=dtype)
+    want = genfast.sample(toy, (2, 4, 8, 8), sampler=name, steps=5)
     assert got.dtype == dtype and torch.isfinite(got).all()
     tol = 2e-2 if dtype == torch.float16 else 1e-1
     torch.testing.assert_close(got.float(), want, rtol=tol, atol=tol)
@@ -180,3 +195,20 @@ def test_every_short_name_is_listed():
     assert set(SAMPLERS) == {"ddpm", "ddim", "euler", "euler_ancestral", "heun", "dpm_2",
                              "dpmpp_2m", "dpmpp_3m", "dpmpp_2m_sde", "unipc", "lcm",
                              "flow_match_euler"}
+
+
+def test_loops_bench_cases_run():
+    """The loops suite's cases build and every provider runs once (timing is
+    `genfast bench --suite loops`'s job, not a test's)."""
+    from genfast.bench import loops
+    cases = loops.cases(torch.device("cpu"), sizes=[4096])
+    ops = {c.op for c in cases}
+    assert {"dpmpp_2m", "euler", "euler_ancestral", "loop step (euler)",
+            "loop step (dpmpp_2m)"} <= ops
+    for case in cases:
+        if case.suite != "loops":
+            continue  # genfast.bench.dropin's, tested there
+        for p in case.providers:
+            assert p.skip is None or "not installed" in p.skip, (case.op, p.name, p.skip)
+            if p.skip is None:
+                p.make()()

@@ -14,10 +14,10 @@ Rows (op, mode "loop", 30 steps):
   (Karras sigmas) vs diffusers DPMSolverMultistepScheduler;
 * euler, euler_ancestral: the same with sample_euler(_ancestral) and
   EulerDiscreteScheduler / EulerAncestralDiscreteScheduler.
-Row "loop step" (mode "overhead"): one model evaluation + fused step of
-genfast.sample's loop (the loop body itself, cycling through the 30 steps)
-against the bare model call: its overhead_us is the per-step cost beyond
-the model. The cases of genfast.bench.dropin (helper suite, when present)
+Rows "loop step (euler)", "loop step (dpmpp_2m)" (mode "overhead", 1x4x64x64):
+one model evaluation + fused step of genfast.sample's loop (the loop body
+itself, cycling through the 30 steps) against the bare model call: its
+overhead_us is the per-step cost beyond the model. The cases of genfast.bench.dropin (helper suite, when present)
 are appended.
 
 The 2-process figure (gloo) is not a Case (spawning processes takes seconds):
@@ -148,10 +148,8 @@ def _loop_case(short, n, device, dtype):
     return Case("loops", short, n, "loop", providers)
 
 
-def _overhead_case(device, dtype, sampler="dpmpp_2m"):
+def _overhead_case(device, dtype, sampler):
     shape = _shape(1 << 14)
-    if _supported(sampler):
-        sampler = "euler"
 
     def body():
         sched = genfast.schedules.from_config(SD)
@@ -177,7 +175,8 @@ def _overhead_case(device, dtype, sampler="dpmpp_2m"):
         return lambda: eps_model(x, t)
 
     return Case("loops", f"loop step ({sampler})", 1 << 14, "overhead",
-                [Provider("genfast", body), Provider("model call", model_only)],
+                [Provider("genfast", body, skip=_supported(sampler)),
+                 Provider("model call", model_only)],
                 overhead_of="model call")
 
 
@@ -187,7 +186,7 @@ def cases(device, full: bool = False, sizes=None, dtype=torch.float32) -> list[C
     out = []
     for n in sizes:
         out += [_loop_case(s, n, device, dtype) for s in LOOPS]
-    out.append(_overhead_case(device, dtype))
+    out += [_overhead_case(device, dtype, s) for s in ("euler", "dpmpp_2m")]
     if importlib.util.find_spec("genfast.bench.dropin") is not None:
         from . import dropin
         out += dropin.cases(device, full=full, sizes=sizes, dtype=dtype)
