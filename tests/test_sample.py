@@ -10,6 +10,8 @@ import genfast
 from genfast.sample import DEFAULT_SCHEDULE, SAMPLERS
 
 diffusers = pytest.importorskip("diffusers")
+# diffusers 0.42.1's set_timesteps calls np.array(tensor, copy=False) (numpy 2 deprecation)
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
 
 def toy(x, t, scale=None, shift=None):
