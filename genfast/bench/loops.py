@@ -188,8 +188,10 @@ def cases(device, full: bool = False, sizes=None, dtype=torch.float32) -> list[C
         out += [_loop_case(s, n, device, dtype) for s in LOOPS]
     out += [_overhead_case(device, dtype, s) for s in ("euler", "dpmpp_2m")]
     if importlib.util.find_spec("genfast.bench.dropin") is not None:
+        import inspect
         from . import dropin
-        out += dropin.cases(device, full=full, sizes=sizes, dtype=dtype)
+        kw = {"dtype": dtype} if "dtype" in inspect.signature(dropin.cases).parameters else {}
+        out += dropin.cases(device, full=full, sizes=sizes, **kw)
     return out
 
 
