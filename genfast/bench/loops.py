@@ -182,6 +182,7 @@ def _overhead_case(device, dtype, sampler):
 
 def cases(device, full: bool = False, sizes=None, dtype=torch.float32) -> list[Case]:
     device = torch.device(device)
+    given = sizes
     sizes = tuple(sizes) if sizes else (FULL_SIZES if full else QUICK_SIZES)
     out = []
     for n in sizes:
@@ -191,7 +192,7 @@ def cases(device, full: bool = False, sizes=None, dtype=torch.float32) -> list[C
         import inspect
         from . import dropin
         kw = {"dtype": dtype} if "dtype" in inspect.signature(dropin.cases).parameters else {}
-        out += dropin.cases(device, full=full, sizes=sizes, **kw)
+        out += dropin.cases(device, full=full, sizes=given, **kw)
     return out
 
 
