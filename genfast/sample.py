@@ -208,10 +208,12 @@ def sample(model, shape, *, sampler: str = "dpmpp_2m", steps: int = 30, schedule
         seed: int in [0, 2**64): item i's noise depends only on (seed, i)
             (module docstring).
         device, dtype: where and in what the sample lives (float32, float16,
-            bfloat16; the steps compute in float32).
+            bfloat16; the steps compute in float32). device None: the device
+            of the model's parameters (an nn.Module), else the CPU.
         progress: a tqdm bar over the steps (rank 0 only).
-        compile: ``torch.compile`` the model (the steps are registered ops with
-            fake kernels, so they trace into the same graph).
+        compile: ``torch.compile`` the model. The steps stay one registered op
+            call each (with fake kernels: a loop of your own that compiles
+            model and steps together traces through them).
         cuda_graph: capture the whole loop, model included, in one CUDA graph
             and replay it (CUDA only).
         group: a torch.distributed process group; with it, or with a default
@@ -237,7 +239,10 @@ def sample(model, shape, *, sampler: str = "dpmpp_2m", steps: int = 30, schedule
         raise TypeError(f"dtype must be torch.float32, float16 or bfloat16, got {dtype}")
     if type(seed) is not int or not 0 <= seed < 1 << 64:
         raise ValueError(f"seed must be an int in [0, 2**64), got {seed!r}")
-    device = torch.device(device if device is not None else "cpu")
+    if device is None:
+        params = model.parameters() if isinstance(model, torch.nn.Module) else iter(())
+        device = next(params, torch.empty(0)).device
+    device = torch.device(device)
     if cuda_graph and device.type != "cuda":
         raise ValueError(f"cuda_graph=True needs a CUDA device, got device={str(device)!r}")
     cfg = guidance_scale is not None and not (
