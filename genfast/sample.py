@@ -282,10 +282,8 @@ def sample(model, shape, *, sampler: str = "dpmpp_2m", steps: int = 30, schedule
         fn = torch.compile(model) if compile else model
         run = _Run(fn, plan, sched, items, device, dtype, pred, cfg, g, cond_l, uncond_l,
                    seed, lo)
-        if cuda_graph:
-            x = _graphed(run, x)
-        else:
-            x = run(x, progress and rank == 0)
+        with torch.no_grad():  # sampling: no autograd graph through the model
+            x = _graphed(run, x) if cuda_graph else run(x, progress and rank == 0)
     if where is None or not gather:
         return x
     return _distributed.gather(x, batch, rank, size, group)
@@ -361,7 +359,7 @@ def _graphed(run, x):
     side = torch.cuda.Stream(device=x.device)
     side.wait_stream(torch.cuda.current_stream(x.device))
     with torch.cuda.stream(side):
-        run(static.clone(), limit=1)  # warm-up: allocator, cuBLAS handles, lazy inits
+        run(static.clone(), limit=2)  # warm-up: allocator, cuBLAS handles, lazy inits
     torch.cuda.current_stream(x.device).wait_stream(side)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):

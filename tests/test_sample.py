@@ -119,6 +119,17 @@ def test_diffusers_unet_as_it_is():
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
+def test_runs_without_autograd_and_on_the_model_device():
+    lin = torch.nn.Conv2d(4, 4, 1)  # parameters require grad
+    out = genfast.sample(lambda x, t: lin(x), (1, 4, 4, 4), sampler="euler", steps=2)
+    assert not out.requires_grad and out.grad_fn is None
+    model = torch.nn.Conv2d(4, 4, 1)
+    out = genfast.sample(lambda x, t: model(x), (1, 4, 4, 4), sampler="ddim", steps=2)
+    wrapped = type("M", (torch.nn.Module,), {"forward": lambda self, x, t: self.c(x)})()
+    wrapped.c = model
+    assert genfast.sample(wrapped, (1, 4, 4, 4), sampler="ddim", steps=2).device.type == "cpu"
+
+
 def test_schedule_forms_agree():
     cfg = dict(DEFAULT_SCHEDULE, timestep_spacing="trailing")
     sched = diffusers.DDIMScheduler(**cfg)
