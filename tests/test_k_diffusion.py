@@ -182,13 +182,15 @@ def test_seeded_noise_is_per_item_and_reproducible(name):
                                rtol=1e-4, atol=1e-4)
 
 
-def test_half_precision_runs_finite():
+@pytest.mark.parametrize("dtype,tol", [(torch.float16, 2e-2), (torch.bfloat16, 1e-1)])
+@pytest.mark.parametrize("name", [n for n in gk.__all__ if n.startswith("sample_")])
+def test_low_precision_runs_finite(name, dtype, tol):
     sig = _sigmas(8)
-    x = _x().half()
-    out = gk.sample_dpmpp_2s_ancestral(denoiser, x, sig, disable=True)
-    ref = gk.sample_dpmpp_2s_ancestral(denoiser, _x(), sig, disable=True)
-    assert out.dtype == torch.float16 and torch.isfinite(out).all()
-    torch.testing.assert_close(out.float(), ref, rtol=2e-2, atol=2e-2)
+    fn = getattr(gk, name)
+    out = fn(denoiser, _x().to(dtype), sig, disable=True)
+    ref = fn(denoiser, _x(), sig, disable=True)
+    assert out.dtype == dtype and torch.isfinite(out).all()
+    torch.testing.assert_close(out.float(), ref, rtol=tol, atol=tol)
 
 
 def test_bad_input_names_the_argument():
