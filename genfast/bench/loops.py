@@ -11,7 +11,11 @@ steps suite: n / 16384 latents).
 
 Rows (op, mode "loop", 30 steps):
 * dpmpp_2m: genfast.sample(sampler="dpmpp_2m") vs k-diffusion sample_dpmpp_2m
-  (Karras sigmas) vs diffusers DPMSolverMultistepScheduler;
+  (Karras sigmas) on the eps model wrapped as k-diffusion runs one
+  (``external.DiscreteEpsDDPMDenoiser``, what CompVisDenoiser is for SD) vs a
+  diffusers DPMSolverMultistepScheduler loop; also k-diffusion and
+  genfast.k_diffusion on a bare x0 function (the sampler loop alone, no
+  wrapper: the drop-in's own speed-up);
 * euler, euler_ancestral: the same with sample_euler(_ancestral) and
   EulerDiscreteScheduler / EulerAncestralDiscreteScheduler.
 Rows "loop step (euler)", "loop step (dpmpp_2m)" (mode "overhead", 1x4x64x64):
@@ -89,6 +93,30 @@ def load_kdiffusion_sampling():
     except ImportError:
         return None
     sys.modules[name + ".sampling"] = mod
+    pkg.sampling = mod
+    return mod
+
+
+def load_kdiffusion_external():
+    """k_diffusion/external.py (the model wrappers: DiscreteEpsDDPMDenoiser,
+    CompVisDenoiser) under the same private package, or None."""
+    import importlib.machinery
+    import sys
+    K = load_kdiffusion_sampling()
+    if K is None:
+        return None
+    name = "_genfast_bench_kdiff"
+    if name + ".external" in sys.modules:
+        return sys.modules[name + ".external"]
+    path = K.__file__.rsplit("/", 1)[0] + "/external.py"
+    loader = importlib.machinery.SourceFileLoader(name + ".external", path)
+    mod = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
+    mod.__package__ = name
+    try:
+        loader.exec_module(mod)
+    except (ImportError, OSError):
+        return None
+    sys.modules[name + ".external"] = mod
     return mod
 
 
@@ -111,19 +139,29 @@ def _loop_case(short, n, device, dtype):
                                       schedule=SD, seed=0, device=device, dtype=dtype)
 
     providers = [Provider("genfast", genfast_, skip=_supported(short))]
-    K = load_kdiffusion_sampling()
-    if K is None:
+    K, E = load_kdiffusion_sampling(), load_kdiffusion_external()
+    if K is None or E is None:
         providers.append(Provider("k-diffusion", skip="k-diffusion is not installed"))
     else:
-        def kdiff():
-            sigmas = K.get_sigmas_karras(STEPS, 0.0292, 14.6146, device=device)
-            fn = getattr(K, kname)
+        def kdiff(bare):
+            def make():
+                sched = genfast.schedules.from_config(SD)
+                a = sched.alphas_cumprod.to(device=device, dtype=torch.float32)
+                # the eps model as k-diffusion runs one (SD front ends: CompVisDenoiser)
+                wrapped = E.DiscreteEpsDDPMDenoiser(eps_model, a, quantize=False).to(device)
+                sigmas = K.get_sigmas_karras(STEPS, float(wrapped.sigma_min),
+                                             float(wrapped.sigma_max), device=device)
+                fn = getattr(K if bare != "genfast" else genfast.k_diffusion, kname)
+                den = wrapped if bare is None else denoiser
 
-            def call():
-                x = torch.randn(shape, device=device, dtype=dtype) * 14.6146
-                return fn(denoiser, x, sigmas, disable=True)
-            return call
-        providers.append(Provider("k-diffusion", kdiff))
+                def call():
+                    x = torch.randn(shape, device=device, dtype=dtype) * sigmas[0]
+                    return fn(den, x, sigmas, disable=True)
+                return call
+            return make
+        providers += [Provider("k-diffusion", kdiff(None)),
+                      Provider("k-diffusion (bare x0 fn)", kdiff("bare")),
+                      Provider("genfast.k_diffusion (bare x0 fn)", kdiff("genfast"))]
     try:
         import diffusers
     except ImportError:
