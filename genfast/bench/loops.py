@@ -234,6 +234,35 @@ def cases(device, full: bool = False, sizes=None, dtype=torch.float32) -> list[C
     return out
 
 
+def cpu_times(ops=("dpmpp_2m", "euler", "loop step (dpmpp_2m)", "loop step (euler)"),
+              reps=15, device="cpu"):
+    """Round-robin process CPU time (ms, median) of every provider of these
+    cases, and the ratio to genfast: on a machine shared with other jobs, CPU
+    time is what a loop costs whatever the scheduler does (wall time there
+    counts the time slices lost to other processes). Single-threaded use:
+    call torch.set_num_threads(1) first."""
+    import time
+    out = {}
+    for case in cases(torch.device(device)):
+        if case.op not in ops:
+            continue
+        fns = {p.name: p.make() for p in case.providers if p.skip is None}
+        for f in fns.values():
+            f()
+        ts = {k: [] for k in fns}
+        for _ in range(reps if case.mode == "loop" else 100 * reps):
+            for k, f in fns.items():
+                t = time.process_time()
+                f()
+                ts[k].append(time.process_time() - t)
+        med = {k: sorted(v)[len(v) // 2] * 1e3 for k, v in ts.items()}
+        out[case.op] = med
+        base = med.get("genfast")
+        print(f"{case.op}: " + " | ".join(
+            f"{k} {v:.3f} ms" + (f" ({v / base:.1f}x)" if base else "") for k, v in med.items()))
+    return out
+
+
 # ---------------------------------------------------------------- 2 processes on gloo
 
 def _dist_worker(rank, world, port, shape, steps, reps, out):
