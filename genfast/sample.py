@@ -28,6 +28,8 @@ import torch
 from . import _distributed
 from . import schedules as _schedules
 from . import steps as _steps
+from .ops import multistep as _multistep_ops
+from .ops import steps as _single_ops
 from .ops.noise import randn
 
 # short name -> (plan sampler, plan options)
@@ -317,6 +319,9 @@ class _Run:
             opts["guidance_scale"] = self.g
         if self.plan.sampler in _MULTISTEP:
             opts["state"] = _steps.new_state(self.plan, x)
+            self.step = _multistep_ops.step
+        else:  # (genfast.steps.step dispatches to these; calling them saves a hop per step)
+            self.step = _single_ops.step
         return opts
 
     def eval(self, x, j, opts):
@@ -333,8 +338,8 @@ class _Run:
             out = _output(model(xin, t, **self.cond), self.dtype)
             u = _output(model(xin, t, **self.uncond), self.dtype) if self.cfg else None
         if k:
-            return _steps.step(self.plan, i, out, x, uncond=u, stage=k, **opts).prev_sample
-        return _steps.step(self.plan, i, out, x, uncond=u, **opts).prev_sample
+            return self.step(self.plan, i, out, x, uncond=u, stage=k, **opts).prev_sample
+        return self.step(self.plan, i, out, x, uncond=u, **opts).prev_sample
 
     def __call__(self, x, progress=False, limit=None):
         opts = self.start(x)

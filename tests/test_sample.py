@@ -10,8 +10,9 @@ import genfast
 from genfast.sample import DEFAULT_SCHEDULE, SAMPLERS
 
 diffusers = pytest.importorskip("diffusers")
-# diffusers 0.42.1's set_timesteps calls np.array(tensor, copy=False) (numpy 2 deprecation)
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+# diffusers 0.42.1's schedulers hand torch tensors to numpy (numpy 2 deprecations)
+pytestmark = [pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning"),
+              pytest.mark.filterwarnings("ignore:__array_wrap__ must accept:DeprecationWarning")]
 
 
 def toy(x, t, scale=None, shift=None):
