@@ -16,8 +16,9 @@ Rows (op, mode "loop", 30 steps):
   diffusers DPMSolverMultistepScheduler loop; also k-diffusion and
   genfast.k_diffusion on a bare x0 function (the sampler loop alone, no
   wrapper: the drop-in's own speed-up);
-* euler, euler_ancestral: the same with sample_euler(_ancestral) and
-  EulerDiscreteScheduler / EulerAncestralDiscreteScheduler.
+* euler, euler_ancestral (not in quick mode): the same with
+  sample_euler(_ancestral) and EulerDiscreteScheduler /
+  EulerAncestralDiscreteScheduler.
 Rows "loop step (euler)", "loop step (dpmpp_2m)" (mode "overhead", 1x4x64x64):
 one model evaluation + fused step of genfast.sample's loop (the loop body
 itself, cycling through the 30 steps) against the bare model call: its
@@ -223,8 +224,9 @@ def cases(device, full: bool = False, sizes=None, dtype=torch.float32) -> list[C
     given = sizes
     sizes = tuple(sizes) if sizes else (FULL_SIZES if full else QUICK_SIZES)
     out = []
-    for n in sizes:
-        out += [_loop_case(s, n, device, dtype) for s in LOOPS]
+    for n in sizes:  # quick: dpmpp_2m and euler (the <= 30 s budget); full: all of LOOPS
+        out += [_loop_case(s, n, device, dtype) for s in LOOPS
+                if full or sizes is not QUICK_SIZES or s != "euler_ancestral"]
     out += [_overhead_case(device, dtype, s) for s in ("euler", "dpmpp_2m")]
     if importlib.util.find_spec("genfast.bench.dropin") is not None:
         import inspect
