@@ -176,7 +176,9 @@ def _loop_case(short, n, device, dtype):
                 sched = getattr(diffusers, dname)(**SD)
 
             def call():
-                sched.set_timesteps(STEPS, device=device)
+                with warnings.catch_warnings():  # numpy 2's copy= deprecation in set_timesteps
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    sched.set_timesteps(STEPS, device=device)
                 x = torch.randn(shape, device=device, dtype=dtype) * sched.init_noise_sigma
                 for t in sched.timesteps:
                     xin = sched.scale_model_input(x, t)
