@@ -12,20 +12,21 @@ from .info import info
 from .ops.noise import philox, randn
 from .ops.training import add_noise, diffusion_loss
 from . import schedules, steps, vae
+from .sample import sample
 
 __all__ = [
     "__version__", "BACKENDS", "BackendUnavailableError", "GenfastFallbackWarning",
     "GenfastConfigWarning",
     "get_backend", "set_backend", "use_backend", "info", "randn", "philox",
     "add_noise", "diffusion_loss", "schedules", "steps", "vae",
-    "flows", "nflows", "profile",
+    "flows", "nflows", "profile", "sample", "k_diffusion",
 ]
 
 
 def __getattr__(name):
-    # genfast.flows (layers), genfast.nflows (imports nflows) and genfast.profile
-    # (a callable module: genfast.profile(...)) load on first use
-    if name in ("flows", "nflows", "profile"):
+    # genfast.flows (layers), genfast.nflows (imports nflows), genfast.k_diffusion and
+    # genfast.profile (a callable module: genfast.profile(...)) load on first use
+    if name in ("flows", "nflows", "profile", "k_diffusion"):
         import importlib
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'genfast' has no attribute {name!r}")

@@ -7,31 +7,18 @@ time on ``device``: quick ones by default, a longer and larger set when
 bfloat16). Register it in SUITES to make `genfast bench --suite NAME` run it;
 the pytest-benchmark files in benchmarks/ reuse the same cases.
 
-Suites written on other branches (multistep, loops, dropin) join when their
-module exists: "steps" is steps.py + multistep.py, "loops" is loops.py (which
-adds dropin.py's cases itself). A missing module leaves its part out.
+"steps" is steps.py (single-step samplers) + multistep.py; "loops" is
+loops.py (which adds dropin.py's cases, the diffusers drop-in schedulers).
 """
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import sys
 
 import torch
 
-from . import flows, noise, steps, training
-
-
-def _optional(name: str):
-    """genfast.bench.<name>, or None when that file does not exist (yet); an
-    import error inside an existing module is a bug and is raised."""
-    try:
-        return importlib.import_module(f"{__name__}.{name}")
-    except ModuleNotFoundError as e:
-        if e.name == f"{__name__}.{name}":
-            return None
-        raise
+from . import flows, loops, multistep, noise, steps, training
 
 
 def takes_dtype(fn) -> bool:
@@ -70,14 +57,10 @@ def _join(*fns):
     return cases
 
 
-_multistep = _optional("multistep")
-_loops = _optional("loops")
-
 SUITES = {
     "noise": noise.cases,
     "training": training.cases,
     "flows": flows.cases,
-    "steps": _join(steps.cases, *([_multistep.cases] if _multistep else [])),
+    "steps": _join(steps.cases, multistep.cases),
+    "loops": loops.cases,
 }
-if _loops is not None:
-    SUITES["loops"] = _loops.cases
