@@ -33,10 +33,12 @@ import numpy as np
 import torch
 
 from . import steps as _steps
-from ._plan import COL, PLAN_COLUMNS, SamplingPlan
+from ._plan import PLAN_COLUMNS, SCOL, SamplingPlan, plan_from_sigmas
 from .ops.noise import randn
 
 STEP_STREAM = 1  # step i draws stream STEP_STREAM + i (stream 0: an initial latent)
+# k-diffusion's 2M: second order from the second step on, first order only into sigma 0
+_DPMPP_2M = {"solver_order": 2, "lower_order_final": False}
 
 
 # ---------------------------------------------------------------- sigma schedules
@@ -102,7 +104,7 @@ def _pair_plan(frm, to, sampler, device) -> SamplingPlan:
     c["c_x"][:], c["c_d0"][:] = r, 1 - r  # Euler's linear form (the kernel reads sigma columns)
     host = torch.from_numpy(rows)
     return SamplingPlan(sampler, n, host.to(device), host, torch.from_numpy(frm.copy()),
-                        torch.from_numpy(np.append(frm, to[-1:])), {})
+                        torch.from_numpy(np.append(frm, to[-1:])), {}, sample_space="sigma")
 
 
 def _ancestral(s, sn, eta):
@@ -162,6 +164,32 @@ def _step(plan, j, denoised, x, **kw):
                        **kw).prev_sample
 
 
+def _mstep(plan, j, denoised, x, state, **kw):
+    """A multistep / two-stage genfast step (the sampler's history in ``state``)."""
+    return _steps.step(plan, j, denoised, x, state=state, prediction_type="sample",
+                       return_x0=False, **kw).prev_sample
+
+
+def _churn(st, s_churn, s_tmin, s_tmax):
+    """Karras et al. 2022 alg. 2's gamma per step and sigma_hat = sigma (1 + gamma)."""
+    n, h = st.n, st.host
+    gammas = [min(s_churn / n, 2 ** 0.5 - 1) if s_tmin <= h[i] <= s_tmax else 0.
+              for i in range(n)]
+    return gammas, [h[i] * (g + 1) for i, g in enumerate(gammas)]
+
+
+def _add_churn(st, x, i, gamma, hat, s_noise):
+    """x + s_noise sqrt(sigma_hat^2 - sigma^2) z (one op; z as the step's noise)."""
+    if gamma <= 0:
+        return x
+    c = s_noise * math.sqrt(hat ** 2 - st.host[i] ** 2)
+    if st.noise_sampler is not None:
+        z = st.noise_sampler(st.sigmas[i], st.sigmas[i + 1])
+    else:
+        z = randn(x.shape, seed=st.seed, stream=STEP_STREAM + i, dtype=x.dtype, device=x.device)
+    return torch.add(x, z.to(x.dtype), alpha=c)
+
+
 def _trange(n, disable):
     from tqdm.auto import trange
     return trange(n, disable=disable)
@@ -182,19 +210,12 @@ def sample_euler(model, x, sigmas, extra_args=None, callback=None, disable=None,
     k-diffusion's signature, which always draws torch.randn_like)."""
     st = _Setup(x, sigmas, extra_args, seed, noise_sampler)
     n, h = st.n, st.host
-    gammas = [min(s_churn / n, 2 ** 0.5 - 1) if s_tmin <= h[i] <= s_tmax else 0.
-              for i in range(n)]
-    hat = [h[i] * (g + 1) for i, g in enumerate(gammas)]
+    gammas, hat = _churn(st, s_churn, s_tmin, s_tmax)
     plan = _pair_plan(hat, h[1:], "euler", x.device)
     sig_in = st.sigma_in(hat)
     hat_t = sigmas.new_tensor(hat) if any(gammas) else None
     for i in _trange(n, disable):
-        if gammas[i] > 0:
-            c = s_noise * math.sqrt(hat[i] ** 2 - h[i] ** 2)
-            z = (noise_sampler(sigmas[i], sigmas[i + 1]) if noise_sampler is not None else
-                 randn(x.shape, seed=seed, stream=STEP_STREAM + i, dtype=x.dtype,
-                       device=x.device))
-            x = torch.add(x, z.to(x.dtype), alpha=c)
+        x = _add_churn(st, x, i, gammas[i], hat[i], s_noise)
         denoised = model(x, sig_in[i], **st.extra)
         if callback is not None:
             callback({'x': x, 'i': i, 'sigma': sigmas[i],
@@ -262,6 +283,167 @@ def sample_dpmpp_2s_ancestral(model, x, sigmas, extra_args=None, callback=None, 
     return x
 
 
+def _two_stage(sampler, model, x, sigmas, extra_args, callback, disable, s_churn, s_tmin,
+               s_tmax, s_noise, seed, noise_sampler):
+    """heun / dpm_2: genfast's two-stage step (stage 0 the Euler predictor to
+    sigma_next (Heun) or to the geometric midpoint (DPM2), stage 1 the
+    corrector from the saved x), on one plan over the sigmas, or with churn
+    on one-step plans from each sigma_hat."""
+    st = _Setup(x, sigmas, extra_args, seed, noise_sampler)
+    n, h = st.n, st.host
+    gammas, hat = _churn(st, s_churn, s_tmin, s_tmax)
+    if any(gammas):
+        plans = [(plan_from_sigmas([hat[i], h[i + 1]], sampler, device=x.device), 0)
+                 for i in range(n)]
+    else:
+        whole = plan_from_sigmas(h, sampler, device=x.device)
+        plans = [(whole, i) for i in range(n)]
+    state = _steps.new_state(plans[0][0], x)
+    sig0 = st.sigma_in(hat)
+    sig1 = st.sigma_in([float(p.stage_host[j, SCOL["s1_sigma"]]) for p, j in plans])
+    hat_t = sigmas.new_tensor(hat) if any(gammas) else None
+    for i in _trange(n, disable):
+        x = _add_churn(st, x, i, gammas[i], hat[i], s_noise)
+        denoised = model(x, sig0[i], **st.extra)
+        if callback is not None:
+            callback({'x': x, 'i': i, 'sigma': sigmas[i],
+                      'sigma_hat': hat_t[i] if hat_t is not None else sigmas[i],
+                      'denoised': denoised})
+        plan, j = plans[i]
+        x2 = _mstep(plan, j, denoised.to(x.dtype), x, state)
+        if plan.stages(j) == 1:  # the step to sigma 0: plain Euler
+            x = x2
+            continue
+        denoised_2 = model(x2, sig1[i], **st.extra)
+        x = _mstep(plan, j, denoised_2.to(x.dtype), x2, state, stage=1)
+    return x
+
+
+@torch.no_grad()
+def sample_heun(model, x, sigmas, extra_args=None, callback=None, disable=None, s_churn=0.,
+                s_tmin=0., s_tmax=float('inf'), s_noise=1., *, seed=0, noise_sampler=None):
+    """Karras et al. 2022 algorithm 2 (Heun steps): the Euler predictor
+    x_2 = x + d dt to sigma_next, the model at x_2, x <- x + (d + d_2)/2 dt;
+    a plain Euler step where sigma_next = 0. Churn as `sample_euler`.
+
+    Fused: each model evaluation is followed by one genfast heun step (stage 0
+    the predictor, stage 1 the corrector from the saved x and d); churn adds
+    one op."""
+    return _two_stage("heun", model, x, sigmas, extra_args, callback, disable, s_churn, s_tmin,
+                      s_tmax, s_noise, seed, noise_sampler)
+
+
+@torch.no_grad()
+def sample_dpm_2(model, x, sigmas, extra_args=None, callback=None, disable=None, s_churn=0.,
+                 s_tmin=0., s_tmax=float('inf'), s_noise=1., *, seed=0, noise_sampler=None):
+    """k-diffusion's DPM-Solver-2-inspired step (Lu et al. 2022; Karras et al.
+    2022 alg. 2): Euler to sigma_mid = sqrt(sigma_hat sigma_next), the model
+    there, x <- x + d_2 (sigma_next - sigma_hat); plain Euler where
+    sigma_next = 0. Churn as `sample_euler`.
+
+    Fused: one genfast dpm_2 step per model evaluation; churn adds one op."""
+    return _two_stage("dpm_2", model, x, sigmas, extra_args, callback, disable, s_churn, s_tmin,
+                      s_tmax, s_noise, seed, noise_sampler)
+
+
+@torch.no_grad()
+def sample_dpm_2_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None,
+                           eta=1., s_noise=1., noise_sampler=None, *, seed=0):
+    """DPM2 steps to sigma_down with ancestral noise: sigma_down / sigma_up as
+    `sample_euler_ancestral`, the `sample_dpm_2` step from sigma to sigma_down,
+    then x + s_noise sigma_up z (no noise on a step whose sigma_down is 0, as
+    k-diffusion).
+
+    Composed: the genfast dpm_2 step (fused, one call per model evaluation)
+    on one-step plans sigma -> sigma_down, then one add of the scaled noise
+    (genfast.randn from ``seed=``, stream 1 + i, or ``noise_sampler``)."""
+    st = _Setup(x, sigmas, extra_args, seed, noise_sampler)
+    n, h = st.n, st.host
+    anc = [_ancestral(h[i], h[i + 1], eta) for i in range(n)]
+    plans = [plan_from_sigmas([h[i], d], "dpm_2", device=x.device) for i, (d, _) in
+             enumerate(anc)]
+    state = _steps.new_state(plans[0], x)
+    sig0 = st.sigma_in(h[:-1])
+    sig1 = st.sigma_in([float(p.stage_host[0, SCOL["s1_sigma"]]) for p in plans])
+    for i in _trange(n, disable):
+        denoised = model(x, sig0[i], **st.extra)
+        if callback is not None:
+            callback({'x': x, 'i': i, 'sigma': sigmas[i], 'sigma_hat': sigmas[i],
+                      'denoised': denoised})
+        plan = plans[i]
+        x2 = _mstep(plan, 0, denoised.to(x.dtype), x, state)
+        if plan.stages(0) == 1:  # sigma_down = 0: Euler to 0, no noise
+            x = x2
+            continue
+        denoised_2 = model(x2, sig1[i], **st.extra)
+        x = _mstep(plan, 0, denoised_2.to(x.dtype), x2, state, stage=1)
+        if st.noise_sampler is not None:
+            z = st.noise_sampler(sigmas[i], sigmas[i + 1]).to(x.dtype)
+        else:
+            z = randn(x.shape, seed=seed, stream=STEP_STREAM + i, dtype=x.dtype, device=x.device)
+        x = torch.add(x, z, alpha=s_noise * anc[i][1])
+    return x
+
+
+@torch.no_grad()
+def sample_dpmpp_2m(model, x, sigmas, extra_args=None, callback=None, disable=None):
+    """DPM-Solver++(2M) (Lu et al. 2022) in k-diffusion's form: t = -log sigma,
+    h = t_next - t, r = h_last / h, D = (1 + 1/(2r)) denoised - 1/(2r)
+    old_denoised, x <- (sigma_next/sigma) x - expm1(-h) D; first order at the
+    first step and where sigma_next = 0.
+
+    Fused: one genfast dpmpp step per step (plan_from_sigmas; the previous
+    denoised lives in the step's state). Deterministic: no noise."""
+    st = _Setup(x, sigmas, extra_args, 0, None)
+    n, h = st.n, st.host
+    plan = plan_from_sigmas(h, "dpmpp", device=x.device, **_DPMPP_2M)
+    state = _steps.new_state(plan, x)
+    sig_in = st.sigma_in(h[:-1])
+    for i in _trange(n, disable):
+        denoised = model(x, sig_in[i], **st.extra)
+        if callback is not None:
+            callback({'x': x, 'i': i, 'sigma': sigmas[i], 'sigma_hat': sigmas[i],
+                      'denoised': denoised})
+        x = _mstep(plan, i, denoised.to(x.dtype), x, state)
+    return x
+
+
+@torch.no_grad()
+def sample_dpmpp_2m_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.,
+                        s_noise=1., noise_sampler=None, solver_type='midpoint', *, seed=0):
+    """DPM-Solver++(2M) SDE (Lu et al. 2022): with eta_h = eta h,
+    x <- (sigma_next/sigma) e^-eta_h x + (1 - e^(-h - eta_h)) denoised
+    (+ the midpoint or heun D1 term) + s_noise sigma_next sqrt(1 - e^(-2 eta_h)) z;
+    x = denoised where sigma_next = 0.
+
+    Fused: one genfast dpmpp step per step (algorithm_type sde-dpmsolver++
+    for eta = 1, the ODE form for eta = 0; other eta values raise: the fused
+    plan has these two). Noise in-kernel from ``seed=`` (stream 1 + i) or the
+    ``noise_sampler`` tensor; k-diffusion's default is a Brownian tree."""
+    if solver_type not in {'heun', 'midpoint'}:
+        raise ValueError('solver_type must be \'heun\' or \'midpoint\'')
+    if eta not in (0, 1):
+        raise ValueError(f"eta must be 0 or 1 for genfast's fused DPM-Solver++(2M) SDE step, "
+                         f"got {eta!r}")
+    st = _Setup(x, sigmas, extra_args, seed, noise_sampler)
+    n, h = st.n, st.host
+    opts = dict(_DPMPP_2M, solver_type=solver_type)
+    if eta:
+        opts["algorithm_type"] = "sde-dpmsolver++"
+    plan = plan_from_sigmas(h, "dpmpp", device=x.device, **opts)
+    state = _steps.new_state(plan, x)
+    sig_in = st.sigma_in(h[:-1])
+    for i in _trange(n, disable):
+        denoised = model(x, sig_in[i], **st.extra)
+        if callback is not None:
+            callback({'x': x, 'i': i, 'sigma': sigmas[i], 'sigma_hat': sigmas[i],
+                      'denoised': denoised})
+        noise = st.noise(i, s_noise, h[i + 1] > 0 and bool(eta))
+        x = _mstep(plan, i, denoised.to(x.dtype), x, state, **noise)
+    return x
+
+
 __all__ = ["get_sigmas_karras", "get_sigmas_exponential", "get_sigmas_polyexponential",
-           "get_sigmas_vp", "sample_euler", "sample_euler_ancestral",
+           "get_sigmas_vp", "sample_euler", "sample_euler_ancestral", "sample_heun",
+           "sample_dpm_2", "sample_dpm_2_ancestral", "sample_dpmpp_2m", "sample_dpmpp_2m_sde",
            "sample_dpmpp_2s_ancestral"]

@@ -21,6 +21,8 @@ processes (the CPU kernels bit for bit; a GPU within float tolerance).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 
 from . import _distributed
@@ -48,55 +50,79 @@ DEFAULT_SCHEDULE = {"num_train_timesteps": 1000, "beta_schedule": "scaled_linear
                     "beta_start": 0.00085, "beta_end": 0.012, "steps_offset": 1,
                     "timestep_spacing": "leading", "clip_sample": False,
                     "set_alpha_to_one": False}
-_SIGMA_SPACE = ("euler", "euler_ancestral", "heun", "dpm_2")
 INIT_STREAM, STEP_STREAM = 0, 1
+_MULTISTEP = ("dpmpp", "unipc", "heun", "dpm_2")  # samplers with a history state
+
+
+_SCHEDULES: dict = {}  # config -> Schedule: a schedule's float64 tables are built once
+
+
+def _key(value):
+    if isinstance(value, Mapping):
+        return tuple(sorted((str(k), _key(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return tuple(_key(v) for v in value)
+    return value if isinstance(value, (int, float, str, bool, type(None))) else repr(value)
 
 
 def _schedule(schedule):
-    if schedule is None:
-        return _schedules.from_config(DEFAULT_SCHEDULE)
     if isinstance(schedule, _schedules.Schedule):
         return schedule
-    try:
-        return _schedules.from_config(schedule)
-    except TypeError:
+    if schedule is None:
+        schedule = DEFAULT_SCHEDULE
+    cfg = schedule
+    if not isinstance(schedule, Mapping) and hasattr(schedule, "config"):  # a scheduler
+        cfg = dict(schedule.config, _class_name=type(schedule).__name__)
+    if not isinstance(cfg, Mapping):
         raise TypeError(f"schedule must be a genfast schedule, a diffusers scheduler or its "
-                        f"config (dict), or None; got {type(schedule).__name__}") from None
+                        f"config (dict), or None; got {type(schedule).__name__}")
+    key = _key(cfg)
+    sched = _SCHEDULES.get(key)
+    if sched is None:
+        sched = _schedules.from_config(cfg)
+        if len(_SCHEDULES) >= 32:
+            _SCHEDULES.clear()
+        _SCHEDULES[key] = sched
+    return sched
 
 
-def _stages(plan, i):
-    return plan.stages(i) if hasattr(plan, "stages") else 1
+def _plan(sched, steps, name, device, opts):
+    """The plan, built once per (schedule, steps, sampler, device): plans are
+    read-only tables, so a loop can reuse one."""
+    cache = sched.__dict__.setdefault("_genfast_sample_plans", {})
+    key = (steps, name, str(device), _key(opts))
+    plan = cache.get(key)
+    if plan is None:
+        if len(cache) >= 64:
+            cache.clear()
+        plan = cache[key] = sched.plan(steps, sampler=name, device=device, **opts)
+    return plan
 
 
 class _Loop:
-    """Everything the loop reads, prepared on the host before the first step:
-    the model's timestep per evaluation (device tensors, sliced by Python
-    ints: views, no kernel, no sync) and its input scale (host floats)."""
+    """Everything the loop reads, prepared before the first step: the model's
+    timestep per evaluation (device tensors sliced by Python ints: views, no
+    kernel, no sync) and its input scale c_in (host floats from the plan's
+    host tables, the values ``plan.model_scale`` holds on the device)."""
 
-    def __init__(self, plan, sched, items, device):
-        self.plan = plan
+    def __init__(self, plan, items):
         n = plan.num_steps
-        self.evals = [(i, k) for i in range(n) for k in range(_stages(plan, i))]
-        if hasattr(plan, "model_timestep"):
-            ts = torch.stack([plan.model_timestep(i, k) for i, k in self.evals])
-            self.scale = [float(plan.model_scale(i, k)) for i, k in self.evals]
-        else:  # part-1 plans: c_in only for samplers working in sigma space
-            ts = plan.table[:, plan.col["timestep"]]
-            sig = plan.sampler in _SIGMA_SPACE and sched.kind != "flow"
-            self.scale = [float(plan.host[i, plan.col["c_in"]]) if sig else 1.0
-                          for i, _ in self.evals]
-        self.t = ts.to(device=device, dtype=torch.float32)
-        self.items = items
-
-    def timestep(self, j, items):
-        return self.t[j].expand(items)
+        self.evals = [(i, k) for i in range(n) for k in range(plan.stages(i))]
+        c0 = plan.host[:, plan.col["c_in"]].tolist()
+        c1 = plan.stage_host[:, plan.scol["s1_c_in"]].tolist()
+        self.scale = [c0[i] if k == 0 else c1[i] for i, k in self.evals]
+        t = torch.stack([plan.model_timestep(i, k) for i, k in self.evals])
+        t = t.to(torch.float32)
+        # per evaluation, for the model's batch and for the [uncond; cond] batch
+        self.t1 = [t[j].expand(items) for j in range(len(self.evals))]
+        self.t2 = [t[j].expand(2 * items) for j in range(len(self.evals))]
 
 
 def _init_sigma(plan, sched):
     """diffusers' init_noise_sigma: 1 for samplers on the VP sample (DDPM, DDIM,
     DPM-Solver, UniPC, LCM) and flow matching; sigma_max in sigma space,
     sqrt(sigma_max^2 + 1) there with "leading" spacing (and for EDM)."""
-    if plan.sampler not in _SIGMA_SPACE or sched.kind == "flow":
+    if plan.sample_space != "sigma" or sched.kind == "flow":
         return 1.0
     smax = float(plan.host[:, plan.col["sigma"]].max())
     if sched.kind == "vp" and sched.timestep_spacing in ("linspace", "trailing"):
@@ -136,6 +162,8 @@ def _batchable(cond, uncond):
 
 
 def _output(out, dtype):
+    if type(out) is torch.Tensor:  # the common case first: hasattr on a Tensor is slow
+        return out if out.dtype == dtype else out.to(dtype)
     if hasattr(out, "sample"):
         out = out.sample
     elif isinstance(out, (tuple, list)):
@@ -223,7 +251,7 @@ def sample(model, shape, *, sampler: str = "dpmpp_2m", steps: int = 30, schedule
     pred = prediction_type
     if sched.kind == "flow" and pred == "epsilon":
         pred = "flow" if name == "flow_match_euler" else pred
-    plan = sched.plan(steps, sampler=name, device=device, **opts)
+    plan = _plan(sched, steps, name, device, opts)
 
     batch = shape[0]
     where = _distributed.world(group)
@@ -264,7 +292,12 @@ class _Run:
     def __init__(self, model, plan, sched, items, device, dtype, pred, cfg, g, cond, uncond,
                  seed, offset):
         self.model, self.plan, self.dtype, self.pred = model, plan, dtype, pred
-        self.loop = _Loop(plan, sched, items, device)
+        cache = plan.__dict__.setdefault("_genfast_sample_loops", {})
+        self.loop = cache.get(items)  # (the plan is per device already)
+        if self.loop is None:
+            if len(cache) >= 16:
+                cache.clear()
+            self.loop = cache[items] = _Loop(plan, items)
         self.items, self.seed, self.offset = items, seed, offset
         self.cfg, self.g = cfg, g
         self.cond, self.uncond = cond, uncond
@@ -272,44 +305,47 @@ class _Run:
         if self.batched:  # [uncond; cond], concatenated once
             self.both = {k: torch.cat([uncond[k], cond[k]]) for k in cond}
 
-    def _new_state(self, x):
-        if hasattr(_steps, "new_state"):
-            return _steps.new_state(self.plan, x)
-        return None
-
-    def __call__(self, x, progress=False, limit=None):
-        plan, model, loop = self.plan, self.model, self.loop
-        state = self._new_state(x)
-        extra = {} if state is None else {"state": state}
+    def start(self, x):
+        """The per-loop context: the sampler's history buffers (multistep and
+        two-stage samplers; zeroed) and the step's keyword arguments."""
         opts = dict(prediction_type=self.pred, seed=self.seed, stream=STEP_STREAM,
                     sample_offset=self.offset, return_x0=False)
         if self.cfg:
             opts["guidance_scale"] = self.g
-        evals = loop.evals if limit is None else loop.evals[:limit]
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-            bar = tqdm(total=plan.num_steps)
-        for j, (i, k) in enumerate(evals):
-            c = loop.scale[j]
-            xin = x if c == 1.0 else x * c
-            if self.batched:
-                out = _output(model(torch.cat([xin, xin]), loop.timestep(j, 2 * self.items),
-                                    **self.both), self.dtype)
-                u = None
-            else:
-                t = loop.timestep(j, self.items)
-                out = _output(model(xin, t, **self.cond), self.dtype)
-                u = _output(model(xin, t, **self.uncond), self.dtype) if self.cfg else None
-            if k:
-                extra["stage"] = k
-            elif "stage" in extra:
-                del extra["stage"]
-            x = _steps.step(plan, i, out, x, uncond=u, **extra, **opts).prev_sample
-            if bar is not None and k == _stages(plan, i) - 1:
-                bar.update(1)
-        if bar is not None:
-            bar.close()
+        if self.plan.sampler in _MULTISTEP:
+            opts["state"] = _steps.new_state(self.plan, x)
+        return opts
+
+    def eval(self, x, j, opts):
+        """Model evaluation j of the loop (step i, stage k) and its fused step."""
+        loop, model = self.loop, self.model
+        i, k = loop.evals[j]
+        c = loop.scale[j]
+        xin = x if c == 1.0 else x * c
+        if self.batched:
+            out = _output(model(torch.cat([xin, xin]), loop.t2[j], **self.both), self.dtype)
+            u = None
+        else:
+            t = loop.t1[j]
+            out = _output(model(xin, t, **self.cond), self.dtype)
+            u = _output(model(xin, t, **self.uncond), self.dtype) if self.cfg else None
+        if k:
+            return _steps.step(self.plan, i, out, x, uncond=u, stage=k, **opts).prev_sample
+        return _steps.step(self.plan, i, out, x, uncond=u, **opts).prev_sample
+
+    def __call__(self, x, progress=False, limit=None):
+        opts = self.start(x)
+        evals = self.loop.evals if limit is None else self.loop.evals[:limit]
+        if not progress:
+            for j in range(len(evals)):
+                x = self.eval(x, j, opts)
+            return x
+        from tqdm.auto import tqdm
+        with tqdm(total=self.plan.num_steps) as bar:
+            for j, (i, k) in enumerate(evals):
+                x = self.eval(x, j, opts)
+                if k == self.plan.stages(i) - 1:
+                    bar.update(1)
         return x
 
 

@@ -26,6 +26,7 @@ CASES = [  # (global batch, sampler, use a group= rather than the default group)
     (5, "euler_ancestral", False),
     (4, "ddim", True),
     (1, "ddpm", False),  # rank 1 gets nothing
+    (3, "dpmpp_2m_sde", False),  # a multistep sampler with a history state and noise
 ]
 
 

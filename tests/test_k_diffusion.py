@@ -4,7 +4,7 @@ k-diffusion's package __init__ imports clip, torchvision and more that do
 not import beside the CPU torch here; its sampling.py needs only torch,
 scipy, torchsde, torchdiffeq, tqdm and ``utils.append_dims``. So the test
 loads sampling.py on its own (importlib, under a private package whose
-``utils`` is a stub with append_dims: see `_load_kdiff`) and runs it as
+``utils`` is a stub with append_dims: tests/_kdiff.py) and runs it as
 installed. Both sides get the same deterministic denoiser and the same noise
 (through ``noise_sampler``; for churn, k-diffusion's torch.randn_like is
 replaced by the same tensors).
@@ -17,38 +17,11 @@ import pytest
 import torch
 
 import genfast
+from _kdiff import load
 from genfast import k_diffusion as gk
 
 
-def _load_kdiff():
-    # TEMPORARY: replaced by tests/_kdiff.py (helper A's loader) once merged.
-    import importlib.machinery
-    import importlib.util
-    import sys
-    import types
-    spec = importlib.util.find_spec("k_diffusion")
-    if spec is None:
-        return None
-    pkg_name = "_genfast_kdiff_c"
-    pkg = types.ModuleType(pkg_name)
-    pkg.__path__ = []
-    utils = types.ModuleType(pkg_name + ".utils")
-    utils.append_dims = lambda x, n: x[(...,) + (None,) * (n - x.ndim)]
-    pkg.utils = utils
-    sys.modules.setdefault(pkg_name, pkg)
-    sys.modules.setdefault(pkg_name + ".utils", utils)
-    path = spec.submodule_search_locations[0] + "/sampling.py"
-    loader = importlib.machinery.SourceFileLoader(pkg_name + ".sampling", path)
-    mod = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
-    mod.__package__ = pkg_name
-    try:
-        loader.exec_module(mod)
-    except ImportError:
-        return None
-    return mod
-
-
-K = _load_kdiff()
+K = load()
 pytestmark = pytest.mark.skipif(K is None, reason="k-diffusion 0.1.1.post1 not installed")
 
 SHAPE = (2, 4, 8, 8)
@@ -121,7 +94,8 @@ def _same_callbacks(a, b, tol):
 
 
 @pytest.mark.parametrize("eta,s_noise", [(1.0, 1.0), (0.5, 1.3), (0.0, 1.0)])
-@pytest.mark.parametrize("name", ["sample_euler_ancestral", "sample_dpmpp_2s_ancestral"])
+@pytest.mark.parametrize("name", ["sample_euler_ancestral", "sample_dpmpp_2s_ancestral",
+                                  "sample_dpm_2_ancestral"])
 def test_ancestral_samplers_match(name, eta, s_noise):
     sig = _sigmas()
     want, wcalls = _run(getattr(K, name), denoiser, _x(), sig, eta=eta, s_noise=s_noise,
@@ -133,19 +107,52 @@ def test_ancestral_samplers_match(name, eta, s_noise):
     _same_callbacks(gcalls, wcalls, 1e-4)
 
 
+@pytest.mark.parametrize("n", [5, 12, 25])
 @pytest.mark.parametrize("churn", [0.0, 2.0])
-def test_euler_matches(churn, monkeypatch):
-    sig = _sigmas()
+@pytest.mark.parametrize("name", ["sample_euler", "sample_heun", "sample_dpm_2"])
+def test_churn_samplers_match(name, churn, n, monkeypatch):
+    sig = _sigmas(n)
     noise = Noise(SHAPE)
     kw = dict(s_churn=churn, s_tmin=0.1, s_tmax=10.0, s_noise=1.01)
     # k-diffusion draws torch.randn_like(x) at every step: give it step i's tensor
     draws = iter([noise(sig[i], sig[i + 1]) for i in range(len(sig) - 1)])
     monkeypatch.setattr(K.torch, "randn_like", lambda x: next(draws))
-    want, wcalls = _run(K.sample_euler, denoiser, _x(), sig, **kw)
+    want, wcalls = _run(getattr(K, name), denoiser, _x(), sig, **kw)
     monkeypatch.undo()
-    got, gcalls = _run(gk.sample_euler, denoiser, _x(), sig, noise_sampler=noise, **kw)
+    got, gcalls = _run(getattr(gk, name), denoiser, _x(), sig, noise_sampler=noise, **kw)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
     _same_callbacks(gcalls, wcalls, 1e-4)
+
+
+@pytest.mark.parametrize("n", [1, 2, 6, 25])
+def test_dpmpp_2m_matches(n):
+    sig = _sigmas(n)
+    want, wcalls = _run(K.sample_dpmpp_2m, denoiser, _x(), sig)
+    got, gcalls = _run(gk.sample_dpmpp_2m, denoiser, _x(), sig)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    _same_callbacks(gcalls, wcalls, 1e-4)
+
+
+@pytest.mark.parametrize("n", [2, 6, 25])
+@pytest.mark.parametrize("solver_type", ["midpoint", "heun"])
+@pytest.mark.parametrize("eta,s_noise", [(1.0, 1.0), (1.0, 0.7), (0.0, 1.0)])
+def test_dpmpp_2m_sde_matches(n, solver_type, eta, s_noise):
+    sig = _sigmas(n)
+    kw = dict(eta=eta, s_noise=s_noise, solver_type=solver_type)
+    want, wcalls = _run(K.sample_dpmpp_2m_sde, denoiser, _x(), sig,
+                        noise_sampler=(nk := Noise(SHAPE)), **kw)
+    got, gcalls = _run(gk.sample_dpmpp_2m_sde, denoiser, _x(), sig,
+                       noise_sampler=(ng := Noise(SHAPE)), **kw)
+    assert ng.calls == nk.calls
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    _same_callbacks(gcalls, wcalls, 1e-4)
+
+
+def test_dpmpp_2m_sde_other_eta_is_refused():
+    with pytest.raises(ValueError, match="eta"):
+        gk.sample_dpmpp_2m_sde(denoiser, _x(), _sigmas(), eta=0.5, disable=True)
+    with pytest.raises(ValueError, match="solver_type"):
+        gk.sample_dpmpp_2m_sde(denoiser, _x(), _sigmas(), solver_type="euler", disable=True)
 
 
 def test_extra_args_reach_the_model():
@@ -156,7 +163,8 @@ def test_extra_args_reach_the_model():
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("name", ["sample_euler_ancestral", "sample_dpmpp_2s_ancestral"])
+@pytest.mark.parametrize("name", ["sample_euler_ancestral", "sample_dpmpp_2s_ancestral",
+                                  "sample_dpm_2_ancestral", "sample_dpmpp_2m_sde"])
 def test_seeded_noise_is_per_item_and_reproducible(name):
     fn = getattr(gk, name)
     sig = _sigmas(8)

@@ -10,6 +10,8 @@ import genfast
 from genfast.sample import DEFAULT_SCHEDULE, SAMPLERS
 
 diffusers = pytest.importorskip("diffusers")
+# diffusers 0.42.1's set_timesteps calls np.array(tensor, copy=False) (numpy 2 deprecation)
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
 
 def toy(x, t, scale=None, shift=None):
@@ -48,24 +50,33 @@ def _diffusers_loop(cls_name, model, shape, steps, seed, config=DEFAULT_SCHEDULE
     return x
 
 
-@pytest.mark.parametrize("name,cls", [("ddim", "DDIMScheduler"), ("ddpm", "DDPMScheduler"),
-                                      ("euler", "EulerDiscreteScheduler"),
-                                      ("euler_ancestral", "EulerAncestralDiscreteScheduler")])
-def test_matches_diffusers_loop(name, cls):
+@pytest.mark.parametrize("name,cls,extra", [
+    ("ddim", "DDIMScheduler", {}), ("ddpm", "DDPMScheduler", {}),
+    ("euler", "EulerDiscreteScheduler", {}),
+    ("euler_ancestral", "EulerAncestralDiscreteScheduler", {}),
+    ("heun", "HeunDiscreteScheduler", {}), ("dpm_2", "KDPM2DiscreteScheduler", {}),
+    ("dpmpp_2m", "DPMSolverMultistepScheduler", {}),
+    ("dpmpp_3m", "DPMSolverMultistepScheduler", {"solver_order": 3}),
+    ("dpmpp_2m_sde", "DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}),
+    ("unipc", "UniPCMultistepScheduler", {}),
+])
+@pytest.mark.parametrize("steps", [10, 20])
+def test_matches_diffusers_loop(name, cls, extra, steps):
     shape = (2, 4, 8, 8)
-    got = genfast.sample(toy, shape, sampler=name, steps=10, seed=3)
-    want = _diffusers_loop(cls, toy, shape, 10, 3)
+    got = genfast.sample(toy, shape, sampler=name, steps=steps, seed=3)
+    want = _diffusers_loop(cls, toy, shape, steps, 3, config={**DEFAULT_SCHEDULE, **extra})
     torch.testing.assert_close(got, want, rtol=1e-5, atol=2e-5)
 
 
-@pytest.mark.parametrize("name", ["ddim", "ddpm", "euler", "euler_ancestral", "lcm"])
+@pytest.mark.parametrize("name", list(SAMPLERS))
 def test_item_depends_only_on_seed_and_index(name):
-    # Item i of a batch of 5 is item i of a batch of 3: nothing in the loop
-    # mixes items, and the noise of item i is (seed, i)'s.
-    five = genfast.sample(toy, (5, 4, 8, 8), sampler=name, steps=6, seed=11)
-    three = genfast.sample(toy, (3, 4, 8, 8), sampler=name, steps=6, seed=11)
+    """Item i of a batch of 5 is item i of a batch of 3: nothing in the loop
+    mixes items, and the noise of item i is (seed, i)'s."""
+    sched = {"shift": 3.0} if name == "flow_match_euler" else None
+    five = genfast.sample(toy, (5, 4, 8, 8), sampler=name, steps=6, seed=11, schedule=sched)
+    three = genfast.sample(toy, (3, 4, 8, 8), sampler=name, steps=6, seed=11, schedule=sched)
     assert torch.equal(five[:3], three)
-    other = genfast.sample(toy, (3, 4, 8, 8), sampler=name, steps=6, seed=12)
+    other = genfast.sample(toy, (3, 4, 8, 8), sampler=name, steps=6, seed=12, schedule=sched)
     assert not torch.equal(other, three)
 
 
@@ -127,10 +138,25 @@ def test_flow_match_default_prediction_is_velocity():
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("name,cls,pred", [
+    ("ddim", "DDIMScheduler", "v_prediction"), ("euler", "EulerDiscreteScheduler", "v_prediction"),
+    ("dpmpp_2m", "DPMSolverMultistepScheduler", "v_prediction"),
+    ("dpmpp_2m", "DPMSolverMultistepScheduler", "sample"),
+    ("heun", "HeunDiscreteScheduler", "v_prediction"),
+])
+def test_prediction_types_match_diffusers(name, cls, pred):
+    shape = (1, 4, 8, 8)
+    got = genfast.sample(toy, shape, sampler=name, steps=8, seed=2, prediction_type=pred)
+    want = _diffusers_loop(cls, toy, shape, 8, 2,
+                           config={**DEFAULT_SCHEDULE, "prediction_type": pred})
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("name", ["euler", "dpmpp_2m", "heun"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_low_precision(dtype):
-    got = genfast.sample(toy, (2, 4, 8, 8), sampler="euler", steps=5, dtype=dtype)
-    want = genfast.sample(toy, (2, 4, 8, 8), sampler="euler", steps=5)
+def test_low_precision(name, dtype):
+    got = genfast.sample(toy, (2, 4, 8, 8), sampler=name, steps=5, dtype=dtype)
+    want = genfast.sample(toy, (2, 4, 8, 8), sampler=name, steps=5)
     assert got.dtype == dtype and torch.isfinite(got).all()
     tol = 2e-2 if dtype == torch.float16 else 1e-1
     torch.testing.assert_close(got.float(), want, rtol=tol, atol=tol)
@@ -171,3 +197,20 @@ def test_every_short_name_is_listed():
     assert set(SAMPLERS) == {"ddpm", "ddim", "euler", "euler_ancestral", "heun", "dpm_2",
                              "dpmpp_2m", "dpmpp_3m", "dpmpp_2m_sde", "unipc", "lcm",
                              "flow_match_euler"}
+
+
+def test_loops_bench_cases_run():
+    """The loops suite's cases build and every provider runs once (timing is
+    `genfast bench --suite loops`'s job, not a test's)."""
+    from genfast.bench import loops
+    cases = loops.cases(torch.device("cpu"), sizes=[4096])
+    ops = {c.op for c in cases}
+    assert {"dpmpp_2m", "euler", "euler_ancestral", "loop step (euler)",
+            "loop step (dpmpp_2m)"} <= ops
+    for case in cases:
+        if case.suite != "loops":
+            continue  # genfast.bench.dropin's, tested there
+        for p in case.providers:
+            assert p.skip is None or "not installed" in p.skip, (case.op, p.name, p.skip)
+            if p.skip is None:
+                p.make()()

@@ -7,11 +7,12 @@ Register it in SUITES to make `genfast bench --suite NAME` run it; the
 pytest-benchmark files in benchmarks/ reuse the same cases.
 """
 
-from . import flows, noise, steps, training
+from . import flows, loops, noise, steps, training
 
 SUITES = {
     "noise": noise.cases,
     "training": training.cases,
     "flows": flows.cases,
     "steps": steps.cases,
+    "loops": loops.cases,
 }
