@@ -35,13 +35,13 @@ from toy2d import data, metrics, models, report  # noqa: E402
 # its regression loss needs them. Data sizes; samples drawn per model (the
 # energy distance uses at most `n_metric` of them).
 SETTINGS = {
-    "full": dict(iters={"vae": 1500, "gan": 1000, "realnvp": 800, "spline_flow": 800,
-                        "diffusion": 3000},
+    "full": dict(iters={"vae": 1000, "gan": 1000, "realnvp": 600, "spline_flow": 600,
+                        "diffusion": 2500},
                  batch=256, n_train=20_000, n_test=4_000, n_gen=10_000, n_metric=4_000,
                  speed_block=20, speed_rounds=2, speed_densities=None),
-    "quick": dict(iters={"vae": 100, "gan": 100, "realnvp": 50, "spline_flow": 50,
-                         "diffusion": 200},
-                  batch=256, n_train=5_000, n_test=1_000, n_gen=1_000, n_metric=1_000,
+    "quick": dict(iters={"vae": 60, "gan": 100, "realnvp": 30, "spline_flow": 30,
+                         "diffusion": 150},
+                  batch=256, n_train=5_000, n_test=1_000, n_gen=500, n_metric=500,
                   speed_block=10, speed_rounds=2, speed_densities=1),
 }
 SAMPLER_LABELS = {"ddpm": "DDPM", "ddim": "DDIM", "dpmpp_2m": "DPM++ 2M"}

@@ -146,13 +146,20 @@ class GAN(nn.Module):
     Goodfellow et al. 2014 (G maximises log D(G(z))); latent z ~ N(0, I_8)
     from genfast.randn (torch.randn in the eager run)."""
 
-    def __init__(self, ops, hidden=128, layers=3, latent=8, lr=5e-4):
+    def __init__(self, ops, hidden=128, layers=3, latent=8, lr=2e-4):
         super().__init__()
         self.ops, self.latent = ops, latent
         self.gen = mlp(latent, 2, hidden, layers, nn.ReLU)
+        # He init keeps the generator's output spread at ~1 (PyTorch's default
+        # shrinks it ~3x per layer): a generator that starts as one tight blob
+        # is pushed around whole by D and collapses to a mode hopping around.
+        for m in self.gen.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                nn.init.zeros_(m.bias)
         self.disc = mlp(2, 1, hidden, layers, lambda: nn.LeakyReLU(0.2))
-        self.opt_g = torch.optim.Adam(self.gen.parameters(), lr=lr, betas=(0.5, 0.99))
-        self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=lr, betas=(0.5, 0.99))
+        self.opt_g = torch.optim.Adam(self.gen.parameters(), lr=lr, betas=(0.5, 0.9))
+        self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=lr, betas=(0.5, 0.9))
 
     def train_step(self, x, it):
         n = x.shape[0]

@@ -121,11 +121,11 @@ def plot_grid(path, panels: dict, labels: list[str], densities: list[str],
         for i, row in enumerate(rows):
             ax = axes[i, j]
             ax.imshow(img.numpy(), origin="lower", extent=(-lim, lim, -lim, lim), cmap="Greys",
-                      vmax=float(img.max()) * 1.6, interpolation="bilinear")
+                      vmax=float(img.max()) * 2.5, interpolation="bilinear")
             pts = panels.get((row, d))
             if pts is not None:
                 pts = pts[:max_points].numpy()
-                ax.scatter(pts[:, 0], pts[:, 1], s=1.2, c="tab:red" if i else "tab:blue",
+                ax.scatter(pts[:, 0], pts[:, 1], s=2.0, c="tab:red" if i else "tab:blue",
                            alpha=0.45, linewidths=0, rasterized=True)
             if (row, d) in energies:
                 ax.text(0.03, 0.03, f"ED {energies[(row, d)]:.3f}", transform=ax.transAxes,
