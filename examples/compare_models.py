@@ -143,8 +143,8 @@ def run(densities, model_names, mode, out_dir, iters=None, speed=True, seed=0, n
     s = copy.deepcopy(SETTINGS[mode])
     s["mode"] = mode
     if iters:
-        s["iters"] = {m: iters for m in s["iters"]}
-        s["mode"] = f"{mode}, --iters {iters}"
+        s["iters"].update(iters)
+        s["mode"] = f"{mode}, --iters " + ",".join(f"{k}={v}" for k, v in iters.items())
     if n_gen:
         s["n_gen"] = n_gen
         s["n_metric"] = min(s["n_metric"], n_gen)
@@ -169,8 +169,9 @@ def run(densities, model_names, mode, out_dir, iters=None, speed=True, seed=0, n
                 # learns), so its progress is the distance of its samples to the
                 # data, before and after training (results.json).
                 fresh = _new_model(name, "genfast", seed).eval()
-                extra["nn_dist_init"] = metrics.mean_nearest_distance(
-                    fresh.sample(s["n_metric"], seed), test)
+                x_init = fresh.sample(s["n_metric"], seed)
+                extra["energy_init"] = metrics.energy_distance(x_init, test)
+                extra["nn_dist_init"] = metrics.mean_nearest_distance(x_init, test)
                 extra["nn_dist"] = metrics.mean_nearest_distance(
                     model.sample(s["n_metric"], seed), test)
             for row, x in evaluate(model, name, density, test, s["n_gen"], s["n_metric"], seed,
@@ -216,6 +217,27 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def _parse_iters(p, text):
+    if text is None:
+        return None
+    out = {}
+    for part in text.split(","):
+        key, _, val = part.rpartition("=")
+        keys = [key] if key else list(models.MODELS)
+        if key and key not in models.MODELS:
+            p.error(f"--iters: unknown model {key!r} (one of {', '.join(models.MODELS)})")
+        try:
+            n = int(val)
+        except ValueError:
+            p.error(f"--iters: {part!r} is not N or MODEL=N")
+        if n < 10:
+            p.error(f"--iters: {part!r}: at least 10 iterations")
+        for k in keys:
+            if key or k not in out:
+                out[k] = n
+    return out
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -225,7 +247,9 @@ def main(argv=None):
                    help=f"comma-separated subset of {','.join(data.DENSITIES)}")
     p.add_argument("--models", default=",".join(models.MODELS),
                    help=f"comma-separated subset of {','.join(models.MODELS)}")
-    p.add_argument("--iters", type=int, default=None, help="training iterations per model")
+    p.add_argument("--iters", default=None,
+                   help="training iterations: N for every model, and/or MODEL=N "
+                        "(e.g. 60,gan=200)")
     p.add_argument("--no-speed", action="store_true",
                    help="skip the eager-PyTorch training run (no speed comparison)")
     p.add_argument("--samples", type=int, default=None,
@@ -243,14 +267,13 @@ def main(argv=None):
     for m in names:
         if m not in models.MODELS:
             p.error(f"--models: unknown model {m!r} (one of {', '.join(models.MODELS)})")
-    if a.iters is not None and a.iters < 10:
-        p.error("--iters must be >= 10")
+    iters = _parse_iters(p, a.iters)
     if a.samples is not None and a.samples < 10:
         p.error("--samples must be >= 10")
     if a.threads < 1:
         p.error("--threads must be >= 1")
     torch.set_num_threads(a.threads)
-    return run(dens, names, "quick" if a.quick else "full", a.out, a.iters, not a.no_speed,
+    return run(dens, names, "quick" if a.quick else "full", a.out, iters, not a.no_speed,
                a.seed, n_gen=a.samples)
 
 

@@ -128,7 +128,7 @@ def test_densities(name):
 def test_quick_run_one_density(tmp_path):
     pytest.importorskip("matplotlib")
     import compare_models
-    rows = compare_models.main(["--quick", "--densities", "eight_gaussians", "--iters", "60",
+    rows = compare_models.main(["--quick", "--densities", "eight_gaussians", "--iters", "60,gan=200",
                                 "--samples", "300", "--out", str(tmp_path)])
     labels = {r["label"] for r in rows}
     assert {"VAE", "GAN", "RealNVP", "RQ-spline flow", "diffusion DDPM 1000",
@@ -139,8 +139,8 @@ def test_quick_run_one_density(tmp_path):
             assert math.isfinite(r[key]), (r["label"], key, r[key])
         assert r["eager_finite"], r  # the eager-PyTorch training ran too
         assert 0 <= r["modes"] <= 8
-        if r["model"] == "gan":  # adversarial losses do not descend: its samples must move
-            assert r["nn_dist"] < 0.5 * r["nn_dist_init"], r  # onto the data
+        if r["model"] == "gan":  # adversarial losses do not descend: its samples improve
+            assert r["energy"] < 0.6 * r["energy_init"], r
         else:
             assert r["loss_last"] < r["loss_first"], r
     assert all(math.isfinite(r["nll"]) for r in rows if r["model"] in ("realnvp", "spline_flow"))
