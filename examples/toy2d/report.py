@@ -127,6 +127,10 @@ def plot_grid(path, panels: dict, labels: list[str], densities: list[str],
                 pts = pts[:max_points].numpy()
                 ax.scatter(pts[:, 0], pts[:, 1], s=2.0, c="tab:red" if i else "tab:blue",
                            alpha=0.45, linewidths=0, rasterized=True)
+            elif i:
+                ax.text(0.5, 0.5, "not run", transform=ax.transAxes, ha="center",
+                        va="center", fontsize=10, color="dimgray",
+                        bbox=dict(facecolor="white", alpha=0.85, lw=0))
             if (row, d) in energies:
                 ax.text(0.03, 0.03, f"ED {energies[(row, d)]:.3f}", transform=ax.transAxes,
                         fontsize=8, color="black",
