@@ -18,13 +18,14 @@ __all__ = [
     "GenfastConfigWarning",
     "get_backend", "set_backend", "use_backend", "info", "randn", "philox",
     "add_noise", "diffusion_loss", "schedules", "steps", "vae",
-    "flows", "nflows",
+    "flows", "nflows", "diffusers",
 ]
 
 
 def __getattr__(name):
-    # genfast.flows (layers) and genfast.nflows (imports nflows) load on first use
-    if name in ("flows", "nflows"):
+    # genfast.flows (layers), genfast.nflows (imports nflows) and genfast.diffusers
+    # (imports diffusers) load on first use
+    if name in ("flows", "nflows", "diffusers"):
         import importlib
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'genfast' has no attribute {name!r}")
