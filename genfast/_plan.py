@@ -73,6 +73,37 @@ PLAN_COLUMNS = (
 )
 COL = {name: j for j, name in enumerate(PLAN_COLUMNS)}
 
+# The second, per-stage table (``plan.stage_table``, (n, len(STAGE_COLUMNS))
+# float64 on the device): what the multistep / two-stage kernels
+# (genfast/ops/multistep.py) read beyond PLAN_COLUMNS. A separate table keeps
+# the single-step kernels' row stride (steps.h kPlanCols) as it is.
+#
+# x_scale: the sample lives in "VP space" (x = alpha x0 + sigma_vp eps:
+# ddim, ddpm, dpmpp, unipc on discrete / flow schedules) or in "sigma space"
+# (x = x0 + sigma eps: Euler-type samplers, every plan_from_sigmas plan and
+# EDM schedules); x_vp = x_scale * x (1 or alpha). The x0 of a model output
+# then follows from (alpha, sigma_vp, x_scale) of the model's input, and
+# every linear coefficient of the plan is already in the plan's sample space.
+#
+# Two-stage samplers (heun, dpm_2; Karras et al. 2022 alg. 1 and k-diffusion's
+# sample_dpm_2): stage 0 is the Euler step to the stage-1 sigma (c_x, c_d0 of
+# PLAN_COLUMNS) and saves the sample x_i; stage 1 evaluates the model at that
+# prediction (s1_*) and returns x_next = s1_c_x x + s1_c_p x_i + s1_c_d0 D.
+STAGE_COLUMNS = (
+    "stages",         # 0  model evaluations in this step (1 or 2)
+    "x_scale",        # 1  x_vp = x_scale x for the stage-0 input
+    "s1_timestep",    # 2  stage 1: the model's timestep input
+    "s1_sigma",       # 3  ... sigma of the model's input (sigma space)
+    "s1_alpha",       # 4
+    "s1_sigma_vp",    # 5
+    "s1_x_scale",     # 6
+    "s1_c_in",        # 7  ... model input scale
+    "s1_c_x",         # 8  x_next = s1_c_x x + s1_c_p x_saved + s1_c_d0 D
+    "s1_c_p",         # 9
+    "s1_c_d0",        # 10
+)
+SCOL = {name: j for j, name in enumerate(STAGE_COLUMNS)}
+
 SAMPLERS = ("ddim", "ddpm", "euler", "euler_ancestral", "flow_match_euler", "dpmpp",
             "unipc", "heun", "dpm_2", "lcm")
 _FAMILY = {"ddim": "ddim", "ddpm": "ddim", "lcm": "ddim", "euler": "euler",
@@ -95,16 +126,87 @@ class SamplingPlan:
     timesteps: torch.Tensor
     sigmas: torch.Tensor | None
     options: dict
+    stage_table: torch.Tensor | None = None
+    stage_host: torch.Tensor | None = None
+    sample_space: str = "vp"
 
     col = COL
+    scol = SCOL
+
+    def __post_init__(self):
+        if self.stage_host is None:  # a plan built by hand: single-stage defaults
+            sh = torch.zeros((self.num_steps, len(STAGE_COLUMNS)), dtype=torch.float64)
+            sh[:, SCOL["stages"]] = 1.0
+            sh[:, SCOL["x_scale"]] = 1.0
+            self.stage_host = sh
+        if self.stage_table is None:
+            self.stage_table = self.stage_host.to(self.table.device)
+        self._model = None
 
     def column(self, name: str) -> torch.Tensor:
         """One column of the host table (for tests and Python samplers)."""
+        if name in SCOL:
+            return self.stage_host[:, SCOL[name]]
         return self.host[:, COL[name]]
 
     def to(self, device) -> "SamplingPlan":
         return SamplingPlan(self.sampler, self.num_steps, self.host.to(device), self.host,
-                            self.timesteps, self.sigmas, self.options)
+                            self.timesteps, self.sigmas, self.options,
+                            self.stage_host.to(device), self.stage_host, self.sample_space)
+
+    @property
+    def device(self) -> torch.device:
+        return self.table.device
+
+    # -- what a sampling loop feeds the model (host ints in, device scalars out: no sync)
+
+    def stages(self, i: int) -> int:
+        """Model evaluations in step ``i``: 2 for heun / dpm_2 (1 for a step
+        that ends at sigma 0: plain Euler, as diffusers and k-diffusion), else 1."""
+        return int(self._stages[i])
+
+    def _model_values(self):
+        if self._model is None:
+            s0 = torch.stack([self.host[:, COL["timestep"]], self.host[:, COL["sigma"]],
+                              self.host[:, COL["c_in"]]], 1)
+            sh = self.stage_host
+            s1 = torch.stack([sh[:, SCOL["s1_timestep"]], sh[:, SCOL["s1_sigma"]],
+                              sh[:, SCOL["s1_c_in"]]], 1)
+            vals = torch.stack([s0, s1], 1).to(torch.float32).to(self.table.device)
+            # one 0-d view per value, made once: a loop's lookups are list indexing
+            self._model = [[[vals[i, k, j] for j in range(3)] for k in range(2)]
+                           for i in range(self.num_steps)]
+        return self._model
+
+    @property
+    def _stages(self):
+        st = self.__dict__.get("_stage_list")
+        if st is None:
+            st = self.__dict__["_stage_list"] = \
+                self.stage_host[:, SCOL["stages"]].to(torch.int64).tolist()
+        return st
+
+    def _model_value(self, i, stage, j):
+        if not 0 <= stage < self.stages(i):
+            raise ValueError(f"stage {stage} of step {i}: the step has {self.stages(i)} "
+                             f"model evaluation(s)")
+        return self._model_values()[i][stage][j]
+
+    def model_timestep(self, i: int, stage: int = 0) -> torch.Tensor:
+        """The timestep to give the model at step ``i``, stage ``stage``: a 0-d
+        float32 tensor on the plan's device (plan_from_sigmas plans: sigma)."""
+        return self._model_value(i, stage, 0)
+
+    def model_sigma(self, i: int, stage: int = 0) -> torch.Tensor:
+        """The sigma (sigma space) of the model's input at step ``i``, stage ``stage``."""
+        return self._model_value(i, stage, 1)
+
+    def model_scale(self, i: int, stage: int = 0) -> torch.Tensor:
+        """c_in: the factor the sample is multiplied by before the model
+        (diffusers' scale_model_input: 1/sqrt(sigma^2 + 1) for Euler-type
+        samplers on discrete schedules; 1 for ddim, ddpm, dpmpp, unipc, flow
+        and every plan_from_sigmas plan)."""
+        return self._model_value(i, stage, 2)
 
 
 def _vp_from_sigma(s):
@@ -117,38 +219,248 @@ def _lambda(alpha, svp):
         return np.log(alpha) - np.log(svp)
 
 
-def build_plan(schedule, n: int, sampler: str, device: torch.device, opts: dict) -> SamplingPlan:
-    if sampler not in SAMPLERS:
-        raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+_SIGMA_KEYS = ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas",
+               "final_sigmas_type")
+_TWO_STAGE = ("heun", "dpm_2")
+_SIGMA_SPACE = ("euler", "euler_ancestral", "heun", "dpm_2")
+
+
+def _check_n(n):
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"num_inference_steps must be a positive int, got {n!r}")
+
+
+def build_plan(schedule, n, sampler: str, device: torch.device, opts: dict, sigmas=None,
+               timesteps=None) -> SamplingPlan:
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+    custom = _custom_values(schedule, n, sampler, sigmas, timesteps)
+    if custom is not None:
+        n = len(custom.timesteps)
+    _check_n(n)
+    over = {k: opts[k] for k in _SIGMA_KEYS if k in opts}
+    if over and schedule.kind == "vp" and any(schedule.config.get(k) != v for k, v in over.items()):
+        from .schedules import from_config  # the config's sigma options, overridden
+        schedule = from_config({**schedule.config, **over})
     kind = schedule.kind
     if sampler == "flow_match_euler" and kind != "flow":
         raise ValueError("sampler 'flow_match_euler' needs a flow-matching schedule")
     if kind == "flow" and sampler not in ("flow_match_euler", "euler", "dpmpp", "unipc"):
         raise ValueError(f"sampler {sampler!r} does not run on a flow-matching schedule")
-    rows = np.zeros((n, len(PLAN_COLUMNS)))
+    space = "sigma" if (sampler in _SIGMA_SPACE or kind == "sigma") else "vp"
+    rows = _new_rows(n)
     cols = {name: rows[:, j] for j, name in enumerate(PLAN_COLUMNS)}
-    cols["order"][:] = 1.0
-    cols["last"][-1] = 1.0
-    cols["cc_self"][:] = 1.0
+    stage = _new_stage_rows(n)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         if kind == "vp" and _FAMILY[sampler] == "ddim":
+            if custom is not None:
+                raise ValueError(f"custom sigmas= / timesteps= are not supported for {sampler}")
             inf = _ddim_rows(schedule, n, sampler, cols, opts)
         else:
-            family = {"vp": _FAMILY.get(sampler, "euler"), "sigma": "edm", "flow": "flow"}[kind]
-            inf = schedule.set_timesteps(n, family, mu=opts.get("mu"))
+            if custom is not None:
+                inf = custom
+            else:
+                family = {"vp": _FAMILY.get(sampler, "euler"), "sigma": "edm", "flow": "flow"}[kind]
+                if sampler == "unipc" and kind == "vp":
+                    family = "unipc"
+                inf = schedule.set_timesteps(n, family, mu=opts.get("mu"))
+            if sampler in _TWO_STAGE and custom is None:
+                inf.sigmas[-1] = 0.0  # diffusers' Heun / KDPM2 always end at sigma 0
             _sigma_rows(kind, inf, cols)
-            if sampler in ("euler", "flow_match_euler", "heun", "dpm_2"):
-                _euler(cols)
-            elif sampler == "euler_ancestral":
-                _euler_ancestral(cols, float(opts.get("eta", 1.0)))
-            elif sampler in ("dpmpp", "unipc"):
-                _multistep(cols, sampler, opts)
+            _fill_rows(cols, stage, sampler, opts, kind, space,
+                       (schedule._sampler_sigmas() if kind == "vp" else None), from_sigmas=False)
+    if kind == "flow":
+        opts = {**opts, "_flow": True}  # default prediction_type "flow"
+    return _finish(sampler, n, rows, stage, inf, opts, device, space)
+
+
+def plan_from_sigmas(sigmas, sampler: str, *, device="cpu", **opts) -> SamplingPlan:
+    """A plan over a k-diffusion-style sigma sequence (1-d, length n + 1,
+    descending, the last may be 0) with no discrete schedule behind it. The
+    sample lives in sigma space (x = x0 + sigma eps, as k-diffusion's samplers
+    have it), the model's time input is sigma itself (``model_timestep`` =
+    ``model_sigma``) and its input scale 1: a k-diffusion denoiser returns x0,
+    so such loops usually pass prediction_type="sample".
+
+    Samplers: euler, euler_ancestral, heun, dpm_2 (k-diffusion's sample_euler,
+    _euler_ancestral, _heun, _dpm_2), dpmpp (sample_dpmpp_2m with the default
+    midpoint form; algorithm_type="sde-dpmsolver++" is sample_dpmpp_2m_sde
+    with eta 1; solver_order=3 with solver_type="heun" and
+    lower_order_final=False is sample_dpmpp_3m_sde with eta 0) and unipc.
+    DPM-Solver++ in sigma space is the VP form with its coefficients rescaled
+    by alpha = 1/sqrt(sigma^2 + 1): c_x alpha/alpha_next, c_d / alpha_next,
+    c_noise / alpha_next (Lu et al. 2022; k-diffusion's t = -log sigma is
+    DPM-Solver's lambda).
+    """
+    allowed = ("euler", "euler_ancestral", "heun", "dpm_2", "dpmpp", "unipc")
+    if sampler not in allowed:
+        raise ValueError(f"plan_from_sigmas: sampler must be one of {', '.join(allowed)}, got "
+                         f"{sampler!r}")
+    s = _check_sigmas("sigmas", sigmas, final_zero_ok=True)
+    n = len(s) - 1
+    from .schedules import Inference
+    inf = Inference(s[:-1].copy(), s.copy())
+    rows = _new_rows(n)
+    cols = {name: rows[:, j] for j, name in enumerate(PLAN_COLUMNS)}
+    stage = _new_stage_rows(n)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        _sigma_rows("vp", inf, cols)
+        cols["c_in"][:] = 1.0
+        _fill_rows(cols, stage, sampler, opts, "vp", "sigma", None, from_sigmas=True)
+    return _finish(sampler, n, rows, stage, inf, opts, torch.device(device), "sigma")
+
+
+def _check_sigmas(name, sigmas, final_zero_ok):
+    if isinstance(sigmas, torch.Tensor):
+        sigmas = sigmas.detach().to("cpu", torch.float64).numpy()
+    s = np.asarray(sigmas, dtype=np.float64)
+    if s.ndim != 1 or len(s) < 2:
+        raise ValueError(f"{name} must be 1-d with n + 1 >= 2 values (the last the final "
+                         f"sigma), got shape {s.shape}")
+    if not np.isfinite(s).all() or (s[:-1] <= 0).any() or s[-1] < 0:
+        raise ValueError(f"{name} must be finite, positive (the last may be 0), got {s.tolist()}")
+    if (np.diff(s) > 0).any():
+        raise ValueError(f"{name} must be descending, got {s.tolist()}")
+    return s
+
+
+def _custom_values(schedule, n, sampler, sigmas, timesteps):
+    """set_timesteps(sigmas=...) / (timesteps=...) as diffusers' Euler, Heun,
+    DPM-Solver and UniPC schedulers take them: timesteps (n values) give
+    sigmas by interpolation over the train sigmas and the config's final
+    sigma; sigmas (n + 1 values, the last the final one) give timesteps by
+    interpolating log sigma (rounded to ints for dpmpp / unipc)."""
+    if sigmas is None and timesteps is None:
+        return None
+    if sigmas is not None and timesteps is not None:
+        raise ValueError("pass at most one of sigmas= and timesteps=")
+    if schedule.kind != "vp":
+        raise ValueError("custom sigmas= / timesteps= need a discrete (beta) schedule; "
+                         "use genfast.schedules.plan_from_sigmas for a bare sigma sequence")
+    from .schedules import Inference
+    sig = schedule._sampler_sigmas().astype(np.float64)
+    dpm = sampler in ("dpmpp", "unipc")
+    if timesteps is not None:
+        ts = np.asarray(timesteps.cpu() if isinstance(timesteps, torch.Tensor) else timesteps,
+                        dtype=np.float64)
+        T = schedule.num_train_timesteps
+        if ts.ndim != 1 or len(ts) < 1 or not np.isfinite(ts).all() or (ts < 0).any() \
+                or (ts > T - 1).any():
+            raise ValueError(f"timesteps must be 1-d values in [0, {T - 1}], got {ts.tolist()}")
+        if dpm:
+            ts = ts.astype(np.int64).astype(np.float64)
+        s = np.interp(ts, np.arange(len(sig)), sig)
+        last = 0.0 if schedule.final_sigmas_type == "zero" else float(sig[0])
+        s = np.concatenate([s, [last]])
+    else:
+        s = _check_sigmas("sigmas", sigmas, final_zero_ok=True)
+        from .schedules import _interp_t
+        ts = _interp_t(s[:-1], np.log(sig))
+        if dpm:
+            ts = ts.round()
+    if n is not None and n != len(ts):
+        raise ValueError(f"num_inference_steps={n} but {len(ts)} custom steps were given "
+                         f"(pass n=None or the matching count)")
+    return Inference(np.asarray(ts, dtype=np.float64), np.asarray(s, dtype=np.float64))
+
+
+def _new_rows(n):
+    rows = np.zeros((n, len(PLAN_COLUMNS)))
+    rows[:, COL["order"]] = 1.0
+    rows[-1, COL["last"]] = 1.0
+    rows[:, COL["cc_self"]] = 1.0
+    return rows
+
+
+def _new_stage_rows(n):
+    st = np.zeros((n, len(STAGE_COLUMNS)))
+    st[:, SCOL["stages"]] = 1.0
+    st[:, SCOL["x_scale"]] = 1.0
+    return st
+
+
+def _fill_rows(cols, stage, sampler, opts, kind, space, train_sigmas, from_sigmas):
+    st = {name: stage[:, j] for j, name in enumerate(STAGE_COLUMNS)}
+    if space == "sigma":
+        st["x_scale"][:] = cols["alpha"]
+    if from_sigmas:
+        cols["timestep"][:] = cols["sigma"]
+    if sampler in ("euler", "flow_match_euler"):
+        _euler(cols)
+    elif sampler == "euler_ancestral":
+        _euler_ancestral(cols, float(opts.get("eta", 1.0)))
+    elif sampler in _TWO_STAGE:
+        _two_stage(cols, st, sampler, train_sigmas, from_sigmas)
+    elif sampler in ("dpmpp", "unipc"):
+        if kind == "vp" and not from_sigmas:
+            cols["c_in"][:] = 1.0  # diffusers' DPM-Solver / UniPC: no input scaling
+        _multistep(cols, sampler, opts)
+        if space == "sigma":
+            _to_sigma_space(cols)
+
+
+def _two_stage(c, st, sampler, train_sigmas, from_sigmas):
+    """Heun (Karras et al. 2022 alg. 1; diffusers' HeunDiscreteScheduler) and
+    DPM2 (k-diffusion's sample_dpm_2, diffusers' KDPM2DiscreteScheduler) in
+    sigma space; a step ending at sigma 0 is one Euler stage."""
+    s, sn = c["sigma"], c["sigma_next"]
+    two = sn > 0
+    mid = np.sqrt(s * sn) if sampler == "dpm_2" else sn  # exp(lerp(log s, log sn, 1/2))
+    target = np.where(two, mid, sn)
+    r = target / s
+    c["c_x"][:], c["c_d0"][:] = r, 1 - r
+    st["stages"][:] = np.where(two, 2.0, 1.0)
+    s1 = np.where(two, mid, 1.0)  # a stage that does not run keeps finite placeholders
+    a1 = 1.0 / np.sqrt(s1 * s1 + 1.0)
+    st["s1_sigma"][:] = np.where(two, s1, 0.0)
+    st["s1_alpha"][:], st["s1_sigma_vp"][:], st["s1_x_scale"][:] = a1, s1 * a1, a1
+    st["s1_c_in"][:] = 1.0 if from_sigmas else a1
+    if from_sigmas:
+        st["s1_timestep"][:] = st["s1_sigma"]
+    elif sampler == "heun":  # diffusers: timesteps [t0, t1, t1, t2, t2, ...]
+        st["s1_timestep"][:] = np.concatenate([c["timestep"][1:], [0.0]])
+    else:  # KDPM2: the timestep interpolated at sigma_mid
+        from .schedules import _interp_t
+        st["s1_timestep"][:] = np.where(two, _interp_t(s1, np.log(train_sigmas)), 0.0)
+    dt = sn - s
+    nan = np.where(two, 0.0, np.nan)  # stage 1 of a one-stage step: NaN, never a silent 0
+    st["s1_c_p"][:] = st["s1_c_x"][:] = st["s1_c_d0"][:] = 0.0
+    if sampler == "heun":
+        # x_next = x_i + dt (d1 + d2)/2 with x_p = x_i + dt d1, d2 = (x_p - D)/sn:
+        # = x_i/2 + x_p/2 + dt/2 (x_p - D)/sn
+        k = np.where(two, 0.5 * dt / s1, 0.0)
+        st["s1_c_p"][:] = np.where(two, 0.5, 0.0)
+        st["s1_c_x"][:] = np.where(two, 0.5, 0.0) + k
+        st["s1_c_d0"][:] = -k
+    else:
+        # x_next = x_i + dt (x_mid - D)/sigma_mid
+        k = np.where(two, dt / s1, 0.0)
+        st["s1_c_p"][:] = np.where(two, 1.0, 0.0)
+        st["s1_c_x"][:] = k
+        st["s1_c_d0"][:] = -k
+    for name in ("s1_c_x", "s1_c_p", "s1_c_d0"):
+        st[name][:] += nan
+
+
+def _to_sigma_space(c):
+    """VP-space linear coefficients to the sigma-space sample x_vp / alpha."""
+    a, an = c["alpha"], c["alpha_next"]
+    c["c_x"][:] *= a / an
+    for name in ("c_d0", "c_d1", "c_d2", "c_noise"):
+        c[name][:] /= an
+    a_prev = np.concatenate([[1.0], a[:-1]])
+    c["cc_x"][:] *= a_prev / a
+    for name in ("cc_dnew", "cc_d0", "cc_d1", "cc_d2"):
+        c[name][:] /= a
+
+
+def _finish(sampler, n, rows, stage, inf, opts, device, space):
     host = torch.from_numpy(rows)
+    sh = torch.from_numpy(stage)
     ts = torch.from_numpy(np.asarray(inf.timesteps, dtype=np.float64).copy())
     sig = None if inf.sigmas is None else torch.from_numpy(np.asarray(inf.sigmas, np.float64).copy())
-    return SamplingPlan(sampler, n, host.to(device), host, ts, sig, dict(opts))
+    return SamplingPlan(sampler, n, host.to(device), host, ts, sig, dict(opts), sh.to(device), sh,
+                        space)
 
 
 def _lcm_timesteps(schedule, n, opts):
@@ -313,7 +625,8 @@ def _dpmpp_row(c, i, o, opts):
         base = at * e2
         mid = 0.5 * at * e2
         heun = at * (e2 / (-2.0 * h) + 1.0) if math.isfinite(h) else at
-        third = 0.0
+        # diffusers' sde-dpmsolver++ third-order term: + at ((e2 - 2h)/(2h)^2 - 0.5) D2
+        third = at * ((e2 - 2.0 * h) / (2.0 * h) ** 2 - 0.5) if math.isfinite(h) else -0.5 * at
         noise = st * math.sqrt(e2)
     d0, d1, d2 = base, 0.0, 0.0
     if o == 2:

@@ -197,12 +197,18 @@ class Schedule:
     def set_timesteps(self, n: int, family: str | None = None, **kw) -> Inference:
         raise NotImplementedError
 
-    def plan(self, num_inference_steps: int, *, sampler: str = "euler", device="cpu",
-             **options) -> "SamplingPlan":
+    def plan(self, num_inference_steps: int | None = None, *, sampler: str = "euler",
+             device="cpu", sigmas=None, timesteps=None, **options) -> "SamplingPlan":
         """The per-step coefficients of ``sampler`` for ``num_inference_steps``
-        steps, as one float64 tensor on ``device`` (see `SamplingPlan`)."""
+        steps, as float64 tensors on ``device`` (see `SamplingPlan`).
+
+        ``sigmas=`` (n + 1 values, the last the final sigma) or ``timesteps=``
+        (n values): custom steps, as diffusers' ``set_timesteps(sigmas=...)`` /
+        ``(timesteps=...)`` take them (sigma-space and multistep samplers on a
+        discrete schedule); ``num_inference_steps`` may then be None."""
         from ._plan import build_plan
-        return build_plan(self, num_inference_steps, sampler, torch.device(device), options)
+        return build_plan(self, num_inference_steps, sampler, torch.device(device), options,
+                          sigmas=sigmas, timesteps=timesteps)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(T={self.num_train_timesteps})"
@@ -477,8 +483,8 @@ class FlowMatchSchedule(Schedule):
         return Inference(s * T, np.concatenate([s, [0.0]]))
 
 
-from ._plan import PLAN_COLUMNS, SamplingPlan  # noqa: E402  (re-exported)
+from ._plan import PLAN_COLUMNS, STAGE_COLUMNS, SamplingPlan, plan_from_sigmas  # noqa: E402
 
-__all__ = ["from_config", "Schedule", "DiscreteSchedule", "SigmaSchedule", "FlowMatchSchedule",
+__all__ = ["from_config", "plan_from_sigmas", "STAGE_COLUMNS", "Schedule", "DiscreteSchedule", "SigmaSchedule", "FlowMatchSchedule",
            "SamplingPlan", "PLAN_COLUMNS", "Inference", "ScheduleError", "karras_sigmas",
            "exponential_sigmas", "beta_sigmas", "rescale_zero_terminal_snr"]
