@@ -52,13 +52,15 @@ NotImplementedError naming it when the scheduler is built.
 
 from __future__ import annotations
 
+from ._multi import DPMSolverMultistepScheduler, HeunDiscreteScheduler, UniPCMultistepScheduler
 from ._pipeline import accelerate
 from ._single import (DDIMScheduler, DDPMScheduler, EulerAncestralDiscreteScheduler,
                       EulerDiscreteScheduler, FlowMatchEulerDiscreteScheduler, LCMScheduler)
 
 CLASSES = {c.__name__: c for c in (DDPMScheduler, DDIMScheduler, EulerDiscreteScheduler,
-                                   EulerAncestralDiscreteScheduler, LCMScheduler,
-                                   FlowMatchEulerDiscreteScheduler)}
+                                   EulerAncestralDiscreteScheduler, HeunDiscreteScheduler,
+                                   DPMSolverMultistepScheduler, UniPCMultistepScheduler,
+                                   LCMScheduler, FlowMatchEulerDiscreteScheduler)}
 
 for _c in CLASSES.values():  # pickles and pipeline configs name the public module
     _c.__module__ = __name__

@@ -87,12 +87,19 @@ class Dropin:
 
     # ------------------------------------------------------------ plan
 
-    def _gf_set_plan(self, n: int, *, check_timesteps: bool = True, **opts) -> None:
+    def _gf_set_plan(self, n: int, *, check_timesteps: bool = True, expect=None,
+                     **opts) -> None:
         """Build the plan for diffusers' fresh ``timesteps`` / ``sigmas`` and
-        the lookup tables of the step index; called at the end of set_timesteps."""
+        the lookup tables of the step index; called at the end of set_timesteps.
+        ``expect``: (timesteps, sigmas) of the plan where they are not
+        diffusers' attributes as they stand (Heun interleaves its stages)."""
         plan = self._gf_schedule().plan(n, sampler=self._gf_sampler, device="cpu", **opts)
         ts = self.timesteps.detach().to("cpu", torch.float64)
-        self._gf_check(plan, ts, check_timesteps)
+        sig = getattr(self, "sigmas", None)
+        if expect is not None:
+            ts, sig = expect
+        self._gf_check(plan, ts, sig, check_timesteps)
+        ts = self.timesteps.detach().to("cpu", torch.float64)
         self._gf_plan = plan
         self._gf_plans = {torch.device("cpu"): plan}
         vals = [_key(v) for v in ts.tolist()]
@@ -106,7 +113,7 @@ class Dropin:
         self._gf_seed = (self.noise_seed if self.noise_seed is not None
                          else int(torch.randint(0, 2 ** 62, (1,))[0]))
 
-    def _gf_check(self, plan, ts, check_timesteps):
+    def _gf_check(self, plan, ts, sig, check_timesteps):
         name = type(self).__name__
         n = plan.num_steps
         if ts.shape[0] != n or (check_timesteps and not torch.allclose(plan.timesteps, ts,
@@ -115,7 +122,6 @@ class Dropin:
                 f"genfast.diffusers.{name}: genfast's plan for this config has other timesteps "
                 f"than diffusers' set_timesteps ({plan.timesteps[:4].tolist()}... vs "
                 f"{ts[:4].tolist()}...); config: {dict(self.config)}")
-        sig = getattr(self, "sigmas", None)
         if isinstance(sig, torch.Tensor) and plan.sigmas is not None:
             sig = sig.detach().to("cpu", torch.float64)
             if sig.shape != plan.sigmas.shape or not torch.allclose(plan.sigmas, sig, rtol=2e-5,
