@@ -631,3 +631,19 @@ def test_import_genfast_does_not_import_diffusers():
     code = "import sys, genfast; assert 'diffusers' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
     assert genfast.diffusers is G  # the lazy attribute
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_bench_cases_run(dtype):
+    """genfast/bench/dropin.py (the loops suite's drop-in rows): every step /
+    loop provider runs once at a tiny size; the pipeline case is built."""
+    from genfast.bench import dropin
+    cases = dropin.cases("cpu", sizes=(256,), dtype=dtype)
+    assert {c.suite for c in cases} == {"loops"}
+    for case in cases:
+        names = [p.name for p in case.providers]
+        assert "genfast" in names and "diffusers" in names
+        if case.mode == "pipeline":
+            continue
+        for p in case.providers:
+            p.make()()

@@ -77,13 +77,29 @@ class Dropin:
         return dict(self.config, _class_name=type(self).__name__)
 
     def _gf_schedule(self):
+        return self._gf_cached()[1]
+
+    def _gf_cached(self):
+        """(config, schedule, plans): rebuilt when the config changes (pipelines
+        replace ``_internal_dict``); plans of earlier set_timesteps calls are
+        kept per (n, options) with their copies on each device."""
         cached = self.__dict__.get("_gf_sched")
         cfg = self._gf_schedule_config()
-        if cached is not None and cached[0] == cfg:
-            return cached[1]
-        sched = _schedules.from_config(cfg)
-        self.__dict__["_gf_sched"] = (cfg, sched)
-        return sched
+        if cached is None or cached[0] != cfg:
+            cached = self.__dict__["_gf_sched"] = (cfg, _schedules.from_config(cfg), {})
+        return cached
+
+    def _gf_new_plan(self, n, opts):
+        custom = opts.get("sigmas") is not None or opts.get("timesteps") is not None
+        _, sched, plans = self._gf_cached()
+        key = None if custom else (n, repr(sorted(opts.items())))
+        hit = plans.get(key) if key is not None else None
+        if hit is None:
+            plan = sched.plan(n, sampler=self._gf_sampler, device="cpu", **opts)
+            hit = (plan, {torch.device("cpu"): plan})
+            if key is not None:
+                plans[key] = hit
+        return hit
 
     # ------------------------------------------------------------ plan
 
@@ -93,7 +109,7 @@ class Dropin:
         the lookup tables of the step index; called at the end of set_timesteps.
         ``expect``: (timesteps, sigmas) of the plan where they are not
         diffusers' attributes as they stand (Heun interleaves its stages)."""
-        plan = self._gf_schedule().plan(n, sampler=self._gf_sampler, device="cpu", **opts)
+        plan, plans = self._gf_new_plan(n, opts)
         ts = self.timesteps.detach().to("cpu", torch.float64)
         sig = getattr(self, "sigmas", None)
         if expect is not None:
@@ -101,7 +117,7 @@ class Dropin:
         self._gf_check(plan, ts, sig, check_timesteps)
         ts = self.timesteps.detach().to("cpu", torch.float64)
         self._gf_plan = plan
-        self._gf_plans = {torch.device("cpu"): plan}
+        self._gf_plans = plans
         vals = [_key(v) for v in ts.tolist()]
         where: dict = {}
         for i, v in enumerate(vals):
