@@ -13,6 +13,7 @@ and runs one fused ``genfast.steps.step`` call.
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections import OrderedDict
 
@@ -57,6 +58,21 @@ def checked_init(parent_init):
     return __init__
 
 
+def _given(schedule, timesteps, sigmas):
+    """``schedule`` whose inference timesteps / sigmas are the given ones
+    (diffusers' own from a custom set_timesteps): the plan's rows follow
+    from them as from the schedule's."""
+    ts = np.asarray(timesteps.detach().cpu().double() if isinstance(timesteps, torch.Tensor)
+                    else timesteps, dtype=np.float64)
+    sg = None if sigmas is None else np.asarray(
+        sigmas.detach().cpu().double() if isinstance(sigmas, torch.Tensor) else sigmas,
+        dtype=np.float64)
+    s = copy.copy(schedule)
+    s.set_timesteps = lambda n, family=None, **kw: _schedules.Inference(
+        ts.copy(), None if sg is None else sg.copy())
+    return s
+
+
 class Dropin:
     """Mixin of the drop-in schedulers (module docstring)."""
 
@@ -90,8 +106,12 @@ class Dropin:
         return cached
 
     def _gf_new_plan(self, n, opts):
-        custom = opts.get("sigmas") is not None or opts.get("timesteps") is not None
+        given = opts.pop("given", None)
+        custom = (given is not None or opts.get("sigmas") is not None
+                  or opts.get("timesteps") is not None)
         _, sched, plans = self._gf_cached()
+        if given is not None:
+            sched = _given(sched, *given)
         key = None if custom else (n, repr(sorted(opts.items())))
         hit = plans.get(key) if key is not None else None
         if hit is None:

@@ -84,11 +84,12 @@ class DDPMScheduler(Dropin, _VPNoise, _d.DDPMScheduler):
     def set_timesteps(self, num_inference_steps=None, device=None, timesteps=None):
         self._gf_plan = None
         super().set_timesteps(num_inference_steps, device, timesteps)
-        if timesteps is not None:
-            _pending(type(self).__name__, "timesteps")
         cfg = self.config
         self._gf_kw = dict(_clip_kw(cfg), variance_type=cfg.variance_type)
-        self._gf_set_plan(self.num_inference_steps)
+        if timesteps is not None:  # custom: x_prev at the next one in the list
+            self._gf_set_plan(len(self.timesteps), given=(self.timesteps, None))
+        else:
+            self._gf_set_plan(self.num_inference_steps)
 
     def step(self, model_output, timestep, sample, generator=None, return_dict=True):
         i = self._gf_lookup(timestep) if _fast(self._gf_plan, sample, model_output) else None
@@ -205,14 +206,14 @@ class EulerDiscreteScheduler(_SigmaSpace, _d.EulerDiscreteScheduler):
     def set_timesteps(self, num_inference_steps=None, device=None, timesteps=None, sigmas=None):
         self._gf_plan = None
         super().set_timesteps(num_inference_steps, device, timesteps, sigmas)
-        if timesteps is not None or sigmas is not None:
-            _pending(type(self).__name__, "timesteps" if sigmas is None else "sigmas")
         pred = self.config.prediction_type
         self._gf_pred = "sample" if pred == "original_sample" else pred
         # continuous timesteps (0.25 log sigma, for v-prediction) are only the
         # model's input: the plan steps on the same sigmas
         continuous = self.config.timestep_type == "continuous" and pred == "v_prediction"
-        self._gf_set_plan(self.num_inference_steps, check_timesteps=not continuous)
+        custom = {"sigmas": sigmas} if sigmas is not None else {"timesteps": timesteps}
+        self._gf_set_plan(self.num_inference_steps if sigmas is None and timesteps is None
+                          else None, check_timesteps=not continuous, **custom)
         self._gf_after_set()
 
     def step(self, model_output, timestep, sample, s_churn=0.0, s_tmin=0.0, s_tmax=float("inf"),
@@ -318,9 +319,10 @@ class FlowMatchEulerDiscreteScheduler(Dropin, _d.FlowMatchEulerDiscreteScheduler
                       timesteps=None):
         self._gf_plan = None
         super().set_timesteps(num_inference_steps, device, sigmas, mu, timesteps)
-        if sigmas is not None or timesteps is not None:
-            _pending(type(self).__name__, "sigmas" if sigmas is not None else "timesteps")
-        self._gf_set_plan(self.num_inference_steps, mu=mu)
+        if sigmas is not None or timesteps is not None:  # diffusers' shifted custom values
+            self._gf_set_plan(len(self.timesteps), given=(self.timesteps, self.sigmas))
+        else:
+            self._gf_set_plan(self.num_inference_steps, mu=mu)
 
     def step(self, model_output, timestep, sample, s_churn=0.0, s_tmin=0.0, s_tmax=float("inf"),
              s_noise=1.0, generator=None, per_token_timesteps=None, return_dict=True):
