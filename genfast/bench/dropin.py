@@ -12,7 +12,7 @@ pipeline calls it. Every row needs diffusers (skipped without it).
   ``set_timesteps(50)`` then 50 x (``scale_model_input``, ``step``), for ddim
   and euler_ancestral.
 * op "unet-pipeline:ddim<steps>" (mode "pipeline", quick 10 steps, full 20): a ``DDIMPipeline``
-  (eta 0.5) with a small random ``UNet2DModel`` (quick: 1x3x16x16, channels
+  (eta 0.5) with a small random ``UNet2DModel`` (quick: 1x3x8x8, channels
   8/16; full: 1x3x32x32, channels 32/64, attention in the second level), before and after
   ``genfast.diffusers.accelerate(pipe)`` ("diffusers" / "genfast"), and the
   time of its scheduler calls alone, replayed with the UNet outputs of a run
@@ -136,7 +136,7 @@ def _unet(diffusers, device, dtype, side, width):
 
 
 def _pipeline_case(device, dtype, full):
-    side, width = (32, 32) if full else (16, 8)  # quick: a UNet of a few ms a call
+    side, width = (32, 32) if full else (8, 8)  # quick: a UNet of a few ms a call
     steps = PIPE_STEPS if full else PIPE_STEPS // 2
     diffusers, gd = _libs()
     state = {}

@@ -14,6 +14,7 @@ and runs one fused ``genfast.steps.step`` call.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 from collections import OrderedDict
 
@@ -107,6 +108,7 @@ class Dropin:
 
     def _gf_new_plan(self, n, opts):
         given = opts.pop("given", None)
+        rows_of = opts.pop("rows_of", None)
         custom = (given is not None or opts.get("sigmas") is not None
                   or opts.get("timesteps") is not None)
         _, sched, plans = self._gf_cached()
@@ -115,7 +117,9 @@ class Dropin:
         key = None if custom else (n, repr(sorted(opts.items())))
         hit = plans.get(key) if key is not None else None
         if hit is None:
-            plan = sched.plan(n, sampler=self._gf_sampler, device="cpu", **opts)
+            plan = sched.plan(n, sampler=rows_of or self._gf_sampler, device="cpu", **opts)
+            if rows_of:  # rows built as another sampler's that hold every column this one reads
+                plan = dataclasses.replace(plan, sampler=self._gf_sampler)
             hit = (plan, {torch.device("cpu"): plan})
             if key is not None:
                 plans[key] = hit

@@ -29,11 +29,6 @@ def _fast(plan, sample, model_output) -> bool:
             and model_output.dtype == sample.dtype)
 
 
-def _pending(cls, what):
-    raise NotImplementedError(f"genfast.diffusers.{cls}.set_timesteps({what}=...) is not "
-                              f"supported yet (genfast plans from custom values are pending)")
-
-
 class _VPNoise:
     """add_noise / get_velocity of the VP schedulers as one fused
     ``genfast.add_noise`` pass (float64 schedule table; diffusers indexes its
@@ -275,10 +270,14 @@ class LCMScheduler(Dropin, _VPNoise, _d.LCMScheduler):
         self._gf_plan = None
         super().set_timesteps(num_inference_steps, device, original_inference_steps, timesteps,
                               strength)
-        if timesteps is not None or strength != 1.0:
-            _pending(type(self).__name__, "timesteps" if timesteps is not None else "strength")
         self._gf_kw = dict(_clip_kw(self.config),
                            timestep_scaling=float(self.config.timestep_scaling))
+        if timesteps is not None or strength != 1.0:
+            # diffusers' own timesteps (img2img strength, custom): LCM reads the
+            # timestep, alpha / sigma now and at the next timestep and the last-step
+            # flag, which DDPM's rows over the same timesteps hold
+            self._gf_set_plan(len(self.timesteps), given=(self.timesteps, None), rows_of="ddpm")
+            return
         opts = {}
         if original_inference_steps is not None:
             opts["original_inference_steps"] = original_inference_steps
