@@ -314,7 +314,8 @@ def test_unsupported_options_raise_naming_them():
         G.EulerDiscreteScheduler(interpolation_type="log_linear")
     with pytest.raises(NotImplementedError, match="invert_sigmas"):
         G.FlowMatchEulerDiscreteScheduler(invert_sigmas=True)
-    for cls, kw in [(G.DPMSolverMultistepScheduler, dict(algorithm_type="dpmsolver", final_sigmas_type="sigma_min")),
+    for cls, kw in [(G.DPMSolverMultistepScheduler,
+                     dict(algorithm_type="dpmsolver", final_sigmas_type="sigma_min")),
                     (G.DPMSolverMultistepScheduler, dict(thresholding=True)),
                     (G.DPMSolverMultistepScheduler, dict(use_lu_lambdas=True)),
                     (G.DPMSolverMultistepScheduler, dict(lambda_min_clipped=-5.1)),
@@ -561,7 +562,8 @@ def sd_loop(unet, sched, n, dtype, guidance=5.0, seed=0):
             pred = unet(inp.to(low), t, encoder_hidden_states=emb).sample.to(dtype)
             u, c = pred.chunk(2)
             pred = u + guidance * (c - u)
-            kw = {"generator": gen} if "generator" in inspect.signature(sched.step).parameters else {}
+            takes_gen = "generator" in inspect.signature(sched.step).parameters
+            kw = {"generator": gen} if takes_gen else {}
             lat = sched.step(pred, t, lat, **kw).prev_sample
     return lat
 

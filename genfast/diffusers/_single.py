@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import diffusers as _d
 import torch
-from diffusers.schedulers import (scheduling_ddim, scheduling_ddpm, scheduling_euler_ancestral_discrete,
-                                  scheduling_euler_discrete, scheduling_flow_match_euler_discrete,
-                                  scheduling_lcm)
+from diffusers.schedulers import (scheduling_ddim, scheduling_ddpm,
+                                  scheduling_euler_ancestral_discrete, scheduling_euler_discrete,
+                                  scheduling_flow_match_euler_discrete, scheduling_lcm)
 from diffusers.utils import logging as _logging
 
 import genfast
