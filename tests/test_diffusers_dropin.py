@@ -39,10 +39,12 @@ ULP = {torch.float16: 2.0 ** -10, torch.bfloat16: 2.0 ** -7}
 def _one_thread():
     # the test machine is shared: one thread keeps the tiny UNets fast
     n = torch.get_num_threads()
+    level = diffusers.utils.logging.get_verbosity()
     torch.set_num_threads(1)
     diffusers.utils.logging.set_verbosity_error()
     yield
     torch.set_num_threads(n)
+    diffusers.utils.logging.set_verbosity(level)
 
 
 def dummy_model(x, t, learned=False):

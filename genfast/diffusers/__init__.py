@@ -7,7 +7,8 @@ import (or add one line), keep the pipeline and the images.
     genfast.diffusers.accelerate(pipe)
 
 Importing this module imports diffusers (``pip install genfast[diffusers]``);
-``import genfast`` does not.
+``import genfast`` does not. Written and tested against diffusers 0.42.1 (the
+test extra's pin): the classes override its set_timesteps / step signatures.
 
 Each class subclasses diffusers' class of the same name, so ``from_config``,
 ``from_pretrained(path, subfolder="scheduler")``, ``save_config``,
