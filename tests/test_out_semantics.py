@@ -21,8 +21,21 @@ import torch
 import genfast  # noqa: F401  (loads the ops)
 from conftest import available_backends
 
+_MS_PLAN = genfast.schedules.from_config({}).plan(4, sampler="dpmpp")
+_MS_X, _MS_MO = torch.randn(1, 8), torch.randn(1, 8)
+
+
+def _multistep(op):
+    # dpmpp keeps 3 history slots: out viewed as the (3, 1, 8) state of a (1, 8) sample
+    return lambda out: op(_MS_X, _MS_MO, None, None, None, out.view(3, 1, 8), _MS_PLAN.table,
+                          _MS_PLAN.stage_table, None, 0, 0, 0, 0, 1024, [0.0, 0.0], 0, 0, 0)
+
+
 # op name -> a call writing into `out` (a float32 tensor of shape (3, 8))
 SAMPLES = {
+    "genfast::multistep_step": _multistep(lambda *a: torch.ops.genfast.multistep_step(*a)),
+    "genfast::multistep_step_triton":
+        _multistep(lambda *a: torch.ops.genfast.multistep_step_triton(*a)),
     "genfast::noise_normal": lambda out: torch.ops.genfast.noise_normal(out, 1, 2, 3),
     "genfast::noise_normal_reference":
         lambda out: torch.ops.genfast.noise_normal_reference(out, 1, 2, 3),
@@ -30,12 +43,14 @@ SAMPLES = {
         lambda out: torch.ops.genfast.noise_normal_triton(out, 1, 2, 3),
 }
 # ops whose kernels need a backend that may be missing here
-NEEDS = {"genfast::noise_normal": "cpu", "genfast::noise_normal_triton": "triton"}
+NEEDS = {"genfast::noise_normal": "cpu", "genfast::noise_normal_triton": "triton",
+         "genfast::multistep_step": "cpu", "genfast::multistep_step_triton": "triton"}
 
 
 def _load_python_ops():
     # The Triton ops register when genfast.triton.* is imported.
     if "triton" in available_backends():
+        import genfast.triton.multistep  # noqa: F401
         import genfast.triton.noise  # noqa: F401
 
 

@@ -116,6 +116,13 @@ TORCH_LIBRARY(genfast, m) {
         "Tensor? noise, Tensor plan, Tensor? index, SymInt step, int sampler, int prediction, "
         "int variance, int flags, float[] params, SymInt seed, SymInt stream, "
         "SymInt sample_offset) -> (Tensor, Tensor)");
+  // multistep: genfast/ops/multistep.py (dpmpp, unipc, heun, dpm_2); math in
+  // csrc/include/genfast/multistep.h. `state` (the sampler's history) is
+  // read and updated in place; stage_plan is the plan's STAGE_COLUMNS table.
+  def_inplace(m, "multistep_step(Tensor sample, Tensor model_output, Tensor? uncond, "
+              "Tensor? guidance, Tensor? noise, Tensor(a!) state, Tensor plan, Tensor stage_plan, "
+              "Tensor? index, SymInt step, int sampler, int stage, int prediction, int flags, "
+              "float[] params, SymInt seed, SymInt stream, SymInt sample_offset) -> (Tensor, Tensor)");
   // introspection
   m.def("_cpu_isa(str request) -> str", &cpu_isa);
   m.def("_build_torch_version() -> str", &build_torch_version);
