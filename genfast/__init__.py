@@ -19,14 +19,15 @@ __all__ = [
     "GenfastConfigWarning",
     "get_backend", "set_backend", "use_backend", "info", "randn", "philox",
     "add_noise", "diffusion_loss", "schedules", "steps", "vae",
-    "flows", "nflows", "profile", "sample", "k_diffusion",
+    "flows", "nflows", "profile", "sample", "k_diffusion", "diffusers",
 ]
 
 
 def __getattr__(name):
-    # genfast.flows (layers), genfast.nflows (imports nflows), genfast.k_diffusion and
-    # genfast.profile (a callable module: genfast.profile(...)) load on first use
-    if name in ("flows", "nflows", "profile", "k_diffusion"):
+    # genfast.flows (layers), genfast.nflows (imports nflows), genfast.diffusers
+    # (imports diffusers), genfast.k_diffusion and genfast.profile (a callable
+    # module: genfast.profile(...)) load on first use
+    if name in ("flows", "nflows", "profile", "k_diffusion", "diffusers"):
         import importlib
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'genfast' has no attribute {name!r}")
