@@ -323,10 +323,13 @@ class DiscreteSchedule(Schedule):
                 ts = (np.arange(n) * (T // n)).round()[::-1].astype(np.float64) + off
             else:
                 ts = np.arange(T, 0, -T / n).round() - 1
-            if self.interpolation_type == "log_linear":
-                s = np.exp(np.linspace(np.log(sig[-1]), np.log(sig[0]), n + 1))
-            else:
-                s = np.interp(ts, np.arange(len(sig)), sig)
+            if self.interpolation_type != "linear":
+                # diffusers 0.42.1's log_linear gives n + 2 sigmas for n steps (n + 1
+                # log-spaced ones and the final zero), so its last step stops short of
+                # its smallest sigma: no schedule to reproduce.
+                raise ScheduleError(f"config: interpolation_type {self.interpolation_type!r} is "
+                                    f"not supported (only 'linear')")
+            s = np.interp(ts, np.arange(len(sig)), sig)
             if self.sigma_kind != "default":
                 s = _convert(self.sigma_kind, s, n, self.config)
                 ts = _interp_t(s, log_sig)

@@ -153,6 +153,8 @@ def test_from_config_errors():
         S.from_config(42)
     with pytest.raises(S.ScheduleError, match="num_inference_steps"):
         S.from_config({}).set_timesteps(0)
+    with pytest.raises(S.ScheduleError, match="interpolation_type"):
+        S.from_config({"interpolation_type": "log_linear"}).plan(5, sampler="euler")
 
 
 # ---------------------------------------------------------------- sampling plans
