@@ -15,6 +15,7 @@
 #include "genfast/steps.h"
 #include "genfast/training.h"  // exp_f, f16/bf16 loads
 #include "noise_kernels.h"
+#include "storage.h"
 
 #ifndef GENFAST_CPU_ISA
 #error "GENFAST_CPU_ISA must name the ISA level this file is compiled for"
@@ -24,29 +25,6 @@ namespace genfast::cpu::GENFAST_CPU_ISA {
 namespace {
 
 using steps::CoefsF;
-
-struct F16 {
-  uint16_t bits;
-};
-struct BF16 {
-  uint16_t bits;
-};
-
-inline float load(const float* p, int64_t i) { return p[i]; }
-inline float load(const F16* p, int64_t i) { return training::f16_to_f32(p[i].bits); }
-inline float load(const BF16* p, int64_t i) { return training::bf16_to_f32(p[i].bits); }
-inline void store(float* p, int64_t i, float v) { p[i] = v; }
-inline void store(F16* p, int64_t i, float v) { p[i].bits = f32_to_f16(v); }
-inline void store(BF16* p, int64_t i, float v) { p[i].bits = f32_to_bf16(v); }
-
-template <typename F>
-inline void dispatch(int dtype, const F& f) {
-  switch (dtype) {
-    case kFloat16: f(static_cast<F16*>(nullptr)); break;
-    case kBFloat16: f(static_cast<BF16*>(nullptr)); break;
-    default: f(static_cast<float*>(nullptr)); break;
-  }
-}
 
 constexpr int64_t kBlock = 2048;  // elements per noise sub-block (multiple of 4)
 

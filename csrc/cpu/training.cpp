@@ -13,6 +13,7 @@
 #include "genfast/convert.h"
 #include "genfast/training.h"
 #include "noise_kernels.h"
+#include "storage.h"
 
 #ifndef GENFAST_CPU_ISA
 #error "GENFAST_CPU_ISA must name the ISA level this file is compiled for"
@@ -25,35 +26,9 @@ using training::clamp_logvar;
 using training::exp_f;
 using training::logvar_inside;
 
-struct F16 {
-  uint16_t bits;
-};
-struct BF16 {
-  uint16_t bits;
-};
-
 // Storage type -> compute type: float for fp32 / fp16 / bf16, double for fp64.
 template <typename T> struct Acc { using type = float; };
 template <> struct Acc<double> { using type = double; };
-
-inline float load(const float* p, int64_t i) { return p[i]; }
-inline double load(const double* p, int64_t i) { return p[i]; }
-inline float load(const F16* p, int64_t i) { return training::f16_to_f32(p[i].bits); }
-inline float load(const BF16* p, int64_t i) { return training::bf16_to_f32(p[i].bits); }
-inline void store(float* p, int64_t i, float v) { p[i] = v; }
-inline void store(double* p, int64_t i, double v) { p[i] = v; }
-inline void store(F16* p, int64_t i, float v) { p[i].bits = f32_to_f16(v); }
-inline void store(BF16* p, int64_t i, float v) { p[i].bits = f32_to_bf16(v); }
-
-template <typename F>
-inline void dispatch(int dtype, const F& f) {
-  switch (dtype) {
-    case kFloat32: f(static_cast<float*>(nullptr)); break;
-    case kFloat16: f(static_cast<F16*>(nullptr)); break;
-    case kBFloat16: f(static_cast<BF16*>(nullptr)); break;
-    default: f(static_cast<double*>(nullptr)); break;
-  }
-}
 
 // Calls body(item, begin, end) for each item's part of the flat range [e0, e1).
 template <typename Body>
@@ -227,36 +202,36 @@ void scale_t(const ScaleArgs& a, int64_t e0, int64_t e1, bool kl) {
 #define GENFAST_T std::remove_pointer_t<decltype(tag)>
 
 void affine2(const Affine2Args& a, int64_t e0, int64_t e1) {
-  dispatch(a.dtype, [&](auto* tag) { affine2_t<GENFAST_T>(a, e0, e1); });
+  dispatch<true>(a.dtype, [&](auto* tag) { affine2_t<GENFAST_T>(a, e0, e1); });
 }
 
 void sqdiff_partials(const ReduceArgs& a, double* partials, int64_t j0, int64_t j1) {
-  dispatch(a.dtype, [&](auto* tag) {
+  dispatch<true>(a.dtype, [&](auto* tag) {
     partials_t<GENFAST_T>(a, partials, j0, j1, [](auto p, auto t) { return (p - t) * (p - t); });
   });
 }
 
 void kl_partials(const ReduceArgs& a, double* partials, int64_t j0, int64_t j1) {
-  dispatch(a.dtype, [&](auto* tag) {
+  dispatch<true>(a.dtype, [&](auto* tag) {
     partials_t<GENFAST_T>(a, partials, j0, j1,
                           [](auto mu, auto lv) { return training::kl_element(mu, lv); });
   });
 }
 
 void scaled_diff(const ScaleArgs& a, int64_t e0, int64_t e1) {
-  dispatch(a.dtype, [&](auto* tag) { scale_t<GENFAST_T>(a, e0, e1, false); });
+  dispatch<true>(a.dtype, [&](auto* tag) { scale_t<GENFAST_T>(a, e0, e1, false); });
 }
 
 void kl_backward(const ScaleArgs& a, int64_t e0, int64_t e1) {
-  dispatch(a.dtype, [&](auto* tag) { scale_t<GENFAST_T>(a, e0, e1, true); });
+  dispatch<true>(a.dtype, [&](auto* tag) { scale_t<GENFAST_T>(a, e0, e1, true); });
 }
 
 void reparameterize(const ReparamArgs& a, const StreamArgs& s, int64_t g0, int64_t g1) {
-  dispatch(a.dtype, [&](auto* tag) { reparam_t<GENFAST_T>(a, s, g0, g1); });
+  dispatch<true>(a.dtype, [&](auto* tag) { reparam_t<GENFAST_T>(a, s, g0, g1); });
 }
 
 void reparameterize_backward(const ReparamArgs& a, int64_t e0, int64_t e1) {
-  dispatch(a.dtype, [&](auto* tag) { reparam_backward_t<GENFAST_T>(a, e0, e1); });
+  dispatch<true>(a.dtype, [&](auto* tag) { reparam_backward_t<GENFAST_T>(a, e0, e1); });
 }
 
 void add_noise_seeded(const Affine2Args& a, void* noise, const StreamArgs& s, int64_t g0,
