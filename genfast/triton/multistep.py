@@ -16,9 +16,8 @@ import triton.language as tl
 
 from .._inplace import register_inplace
 from .._plan import PLAN_COLUMNS, STAGE_COLUMNS
-from ..backend import triton_interpret
 from ..reference import steps as _rs
-from .noise import RN_PRODUCTS, _box_muller, _philox4x32_10, launch_words
+from .noise import RN_PRODUCTS, _block as _launch_block, launch_words, quad_normals
 
 _PLAN_COLS = tl.constexpr(len(PLAN_COLUMNS))
 _STAGE_COLS = tl.constexpr(len(STAGE_COLUMNS))
@@ -144,16 +143,8 @@ def _multistep_kernel(x_ptr, c_ptr, u_ptr, z_ptr, prev_ptr, x0_ptr, st_ptr, g_pt
         out += ap.to(tl.float32) * p
     if NOISE:
         if SEEDED:
-            zq = tl.zeros([BLOCK], dtype=tl.uint32)
-            s_i = (stream.to(tl.int64) + ir) & 0xFFFFFFFF
-            w0, w1, w2, w3 = _philox4x32_10(
-                q.to(tl.uint32),
-                zq + (sample_offset.to(tl.uint32, bitcast=True) + item.to(tl.uint32)),
-                zq + s_i.to(tl.uint32), zq, k0.to(tl.uint32, bitcast=True),
-                k1.to(tl.uint32, bitcast=True))
-            na, nb = _box_muller(w0, w1, RN)
-            nc, nd = _box_muller(w2, w3, RN)
-            vals = tl.reshape(tl.join(tl.join(na, nc), tl.join(nb, nd)), [BLOCK, 4])
+            s_i = ((stream.to(tl.int64) + ir) & 0xFFFFFFFF).to(tl.uint32)
+            vals = quad_normals(q, item, k0, k1, s_i, sample_offset, BLOCK, RN)
             zv = vals.to(prev_ptr.dtype.element_ty).to(tl.float32)
         else:
             zv = tl.load(z_ptr + off, mask=mask, other=0.0).to(tl.float32)
@@ -168,12 +159,6 @@ def _multistep_kernel(x_ptr, c_ptr, u_ptr, z_ptr, prev_ptr, x0_ptr, st_ptr, g_pt
         tl.store(st_ptr + 3 * slot_stride + off, xc.to(ty), mask=mask)
     if (SAMPLER >= 2) and (STAGE == 0):
         tl.store(st_ptr + off, x.to(ty), mask=mask)
-
-
-def _block(qpi: int) -> int:
-    if triton_interpret():  # one program at a time in numpy: fewer, larger programs
-        return max(16, min(4096, triton.next_power_of_2(max(qpi, 1))))
-    return BLOCK_GPU
 
 
 @torch.library.triton_op("genfast::multistep_step_triton", mutates_args={"state"})
@@ -205,7 +190,7 @@ def _multistep_step(sample: torch.Tensor, model_output: torch.Tensor,
     zt = noise.contiguous() if given else x
     k0, k1, stream32, offset32 = launch_words(seed, stream, sample_offset)
     qpi = (numel + 3) // 4
-    block = _block(qpi)
+    block = _launch_block(qpi, BLOCK_GPU)
     idx = index if index is not None else x
     torch.library.wrap_triton(_multistep_kernel)[(triton.cdiv(qpi, block), n)](
         x, c, u, zt, prev, x0, state, g, plan, stage_plan, idx, step, plan.shape[0], numel, qpi,

@@ -176,6 +176,27 @@ def _box_muller(w1, w2, RN: tl.constexpr):
     return r * cs, r * sn
 
 
+@triton.jit
+def quad_normals(q, item, k0, k1, stream, sample_offset, BLOCK: tl.constexpr,
+                 RN: tl.constexpr):
+    """[BLOCK, 4] normals of quads q of items ``item`` (genfast.randn's
+    numbering: counter (q, sample_offset + item, stream, 0)): elements
+    4q..4q+3, in element order. The key words, stream and sample offset
+    arrive as 32-bit patterns (int32, see launch_words, or uint32) and are
+    reinterpreted; sample_offset + items <= 2**32 is the caller's check."""
+    zero = tl.zeros([BLOCK], dtype=tl.uint32)
+    c1 = zero + (sample_offset.to(tl.uint32, bitcast=True) + item.to(tl.uint32))
+    c2 = zero + stream.to(tl.uint32, bitcast=True)
+    w0, w1, w2, w3 = _philox4x32_10(q.to(tl.uint32), c1, c2, zero,
+                                    k0.to(tl.uint32, bitcast=True),
+                                    k1.to(tl.uint32, bitcast=True))
+    na, nb = _box_muller(w0, w1, RN)
+    nc, nd = _box_muller(w2, w3, RN)
+    # [BLOCK, 2, 2] indexed [., k, l] = element 2k + l; reshape gives [BLOCK, 4]
+    # in element order, so each program stores contiguous runs of 4.
+    return tl.reshape(tl.join(tl.join(na, nc), tl.join(nb, nd)), [BLOCK, 4])
+
+
 # The key words, stream and sample offset change from call to call (e.g. one
 # stream per sampler step): do not specialise on their values, or every new
 # value divisible by 16 (or equal to 1) could compile another kernel.
@@ -195,19 +216,7 @@ def _noise_normal_kernel(out_ptr, total_quads, quads_per_item, item_numel,
     item = g // quads_per_item
     q = g - item * quads_per_item
     # The 32-bit words arrive as int32 bit patterns (see _i32): reinterpret.
-    key0 = k0.to(tl.uint32, bitcast=True)
-    key1 = k1.to(tl.uint32, bitcast=True)
-    zero = tl.zeros([BLOCK], dtype=tl.uint32)
-    c0 = q.to(tl.uint32)
-    # sample_offset + items <= 2**32 is checked by the caller, so no wrap.
-    c1 = sample_offset.to(tl.uint32, bitcast=True) + item.to(tl.uint32)
-    c2 = zero + stream.to(tl.uint32, bitcast=True)
-    w0, w1, w2, w3 = _philox4x32_10(c0, c1, c2, zero, key0, key1)
-    na, nb = _box_muller(w0, w1, RN)
-    nc, nd = _box_muller(w2, w3, RN)
-    # [BLOCK, 2, 2] indexed [., k, l] = element 2k + l; reshape gives [BLOCK, 4]
-    # in element order, so each program stores contiguous runs of 4.
-    vals = tl.reshape(tl.join(tl.join(na, nc), tl.join(nb, nd)), [BLOCK, 4])
+    vals = quad_normals(q, item, k0, k1, stream, sample_offset, BLOCK, RN)
     j = tl.arange(0, 4).to(tl.int64)
     elem = (4 * q)[:, None] + j[None, :]
     offs = (item * item_numel)[:, None] + elem

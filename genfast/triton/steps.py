@@ -19,10 +19,9 @@ import torch
 import triton
 import triton.language as tl
 
-from ..backend import triton_interpret
 from ..reference import steps as _ref
 from .._plan import PLAN_COLUMNS
-from .noise import RN_PRODUCTS, _box_muller, _philox4x32_10, launch_words
+from .noise import RN_PRODUCTS, _block as _launch_block, launch_words, quad_normals
 
 _PLAN_COLS = tl.constexpr(len(PLAN_COLUMNS))  # the plan table's row stride
 
@@ -187,16 +186,8 @@ def _step_kernel(x_ptr, c_ptr, u_ptr, v_ptr, z_ptr, prev_ptr, out2_ptr, absx0_pt
     zv = x * 0.0
     if NOISE:
         if SEEDED:
-            zero = tl.zeros([BLOCK], dtype=tl.uint32)
-            s_i = (stream.to(tl.int64) + i) & 0xFFFFFFFF
-            w0, w1, w2, w3 = _philox4x32_10(
-                q.to(tl.uint32),
-                zero + (sample_offset.to(tl.uint32, bitcast=True) + item.to(tl.uint32)),
-                zero + s_i.to(tl.uint32), zero, k0.to(tl.uint32, bitcast=True),
-                k1.to(tl.uint32, bitcast=True))
-            na, nb = _box_muller(w0, w1, RN)
-            nc, nd = _box_muller(w2, w3, RN)
-            vals = tl.reshape(tl.join(tl.join(na, nc), tl.join(nb, nd)), [BLOCK, 4])
+            s_i = ((stream.to(tl.int64) + i) & 0xFFFFFFFF).to(tl.uint32)
+            vals = quad_normals(q, item, k0, k1, s_i, sample_offset, BLOCK, RN)
             zv = vals.to(prev_ptr.dtype.element_ty).to(tl.float32)  # genfast.randn(dtype=...)
         else:
             zv = tl.load(z_ptr + off, mask=mask, other=0.0).to(tl.float32)
@@ -216,12 +207,6 @@ def _step_kernel(x_ptr, c_ptr, u_ptr, v_ptr, z_ptr, prev_ptr, out2_ptr, absx0_pt
         if X0:
             o2 = dx.to(tl.float32) * x + d0.to(tl.float32) * x0c
             tl.store(out2_ptr + off, o2.to(out2_ptr.dtype.element_ty), mask=mask)
-
-
-def _block(qpi: int) -> int:
-    if triton_interpret():  # one program at a time in numpy: fewer, larger programs
-        return max(16, min(4096, triton.next_power_of_2(max(qpi, 1))))
-    return BLOCK_GPU
 
 
 @torch.library.triton_op("genfast::steps_step_triton", mutates_args=())
@@ -271,7 +256,7 @@ def _steps_step(sample: torch.Tensor, model_output: torch.Tensor, uncond: torch.
     # and stream; (stream + i) mod 2**32 is the same from the signed pattern.
     k0, k1, stream, sample_offset = launch_words(seed, stream, sample_offset)
     qpi = (numel + 3) // 4
-    block = _block(qpi)
+    block = _launch_block(qpi, BLOCK_GPU)
     idx = index if index is not None else x  # placeholder pointer when HAS_IDX is off
 
     def launch(absx0, abs_mode):

@@ -22,8 +22,7 @@ import triton
 import triton.language as tl
 
 from .._checks import as_int64_bits  # noqa: F401  (seeds arrive as int64 bits)
-from ..backend import triton_interpret
-from .noise import RN_PRODUCTS, _box_muller, _philox4x32_10, launch_words
+from .noise import RN_PRODUCTS, _block as _launch_block, launch_words, quad_normals
 
 BLOCK_GPU = 1024
 
@@ -105,28 +104,13 @@ def _add_noise_kernel(x_ptr, y_ptr, o1_ptr, o2_ptr, t_ptr, table_ptr, rows, nume
         tl.store(o2_ptr + off, tgt.to(o2_ptr.dtype.element_ty), mask=live)
 
 
-@triton.jit
-def _normals(q, item, k0, k1, stream, sample_offset, BLOCK: tl.constexpr, RN: tl.constexpr):
-    """[BLOCK, 4] normals of quads q of one item (genfast.randn's numbering).
-    The four words arrive as int32 bit patterns (genfast/triton/noise.py
-    launch_words: one kernel variant whatever the seed and stream)."""
-    zero = tl.zeros([BLOCK], dtype=tl.uint32)
-    c1 = zero + (sample_offset.to(tl.uint32, bitcast=True) + item.to(tl.uint32))
-    w0, w1, w2, w3 = _philox4x32_10(q.to(tl.uint32), c1, zero + stream.to(tl.uint32, bitcast=True),
-                                    zero, k0.to(tl.uint32, bitcast=True),
-                                    k1.to(tl.uint32, bitcast=True))
-    na, nb = _box_muller(w0, w1, RN)
-    nc, nd = _box_muller(w2, w3, RN)
-    return tl.reshape(tl.join(tl.join(na, nc), tl.join(nb, nd)), [BLOCK, 4])
-
-
 @triton.jit(do_not_specialize=["k0", "k1", "stream", "sample_offset"])
 def _add_noise_seeded_kernel(x_ptr, xt_ptr, n_ptr, tg_ptr, t_ptr, table_ptr, rows, numel, qpi,
                              k0, k1, stream, sample_offset, KIND: tl.constexpr,
                              PRED: tl.constexpr, BLOCK: tl.constexpr, RN: tl.constexpr):
     item = tl.program_id(1).to(tl.int64)
     q = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
-    vals = _normals(q, item, k0, k1, stream, sample_offset, BLOCK, RN)
+    vals = quad_normals(q, item, k0, k1, stream, sample_offset, BLOCK, RN)
     elem = (4 * q)[:, None] + tl.arange(0, 4).to(tl.int64)[None, :]
     mask = (q < qpi)[:, None] & (elem < numel)
     off = item * numel + elem
@@ -236,7 +220,7 @@ def _reparam_kernel(mu_ptr, lv_ptr, z_ptr, eps_ptr, numel, qpi, k0, k1, stream, 
                     BLOCK: tl.constexpr, RN: tl.constexpr):
     item = tl.program_id(1).to(tl.int64)
     q = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
-    vals = _normals(q, item, k0, k1, stream, sample_offset, BLOCK, RN)
+    vals = quad_normals(q, item, k0, k1, stream, sample_offset, BLOCK, RN)
     elem = (4 * q)[:, None] + tl.arange(0, 4).to(tl.int64)[None, :]
     mask = (q < qpi)[:, None] & (elem < numel)
     off = item * numel + elem
@@ -261,12 +245,6 @@ def _reparam_backward_kernel(g_ptr, lv_ptr, eps_ptr, out_ptr, total, BLOCK: tl.c
 
 
 # ---------------------------------------------------------------- launch helpers
-
-def _block(n: int) -> int:
-    if triton_interpret():  # one program at a time in numpy: fewer, larger programs
-        return max(16, min(4096, triton.next_power_of_2(max(n, 1))))
-    return BLOCK_GPU
-
 
 def _items(x):
     if x.dim() <= 1:
@@ -297,7 +275,7 @@ def _add_noise(x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor,
     xt, tg = torch.empty_like(x), torch.empty_like(x)
     items, numel = _items(x)
     if items * numel:
-        block = _block(numel)
+        block = _launch_block(numel, BLOCK_GPU)
         _launch(_add_noise_kernel, (triton.cdiv(numel, block), items), x, n, xt, tg,
                 _c(timesteps), table, table.shape[0], numel, KIND=kind, PRED=prediction, WRT=-1,
                 HAS_X=True, HAS_Y=True, BLOCK=block)
@@ -314,7 +292,7 @@ def _add_noise_seeded(x0: torch.Tensor, timesteps: torch.Tensor, table: torch.Te
     qpi = (numel + 3) // 4
     if items * qpi:
         k0, k1, stream32, offset32 = launch_words(seed, stream, sample_offset)
-        block = _block(qpi)
+        block = _launch_block(qpi, BLOCK_GPU)
         _launch(_add_noise_seeded_kernel, (triton.cdiv(qpi, block), items), x, xt, n, tg,
                 _c(timesteps), table, table.shape[0], numel, qpi, k0, k1, stream32, offset32,
                 KIND=kind, PRED=prediction, BLOCK=block, RN=RN_PRODUCTS)
@@ -331,7 +309,7 @@ def _add_noise_backward(grad_x_t: torch.Tensor | None, grad_target: torch.Tensor
     out = torch.empty(like.shape, dtype=like.dtype, device=like.device)
     items, numel = _items(like)
     if items * numel:
-        block = _block(numel)
+        block = _launch_block(numel, BLOCK_GPU)
         _launch(_add_noise_kernel, (triton.cdiv(numel, block), items),
                 gx if gx is not None else out, gt if gt is not None else out, out, out,
                 _c(timesteps), table, table.shape[0], numel, KIND=kind, PRED=prediction, WRT=wrt,
@@ -354,7 +332,7 @@ def _loss(pred: torch.Tensor, target: torch.Tensor, timesteps: torch.Tensor, tab
     if items and numel:
         _launch(_item_reduce_kernel, (items,), _c(pred), _c(target), per, _c(timesteps), table,
                 table.shape[0], numel, gamma, sigma_data, KL=False, KIND=kind, W=weighting,
-                PRED=prediction, BLOCK=_block(numel))
+                PRED=prediction, BLOCK=_launch_block(numel, BLOCK_GPU))
     return _finish(per, reduction)
 
 
@@ -365,7 +343,7 @@ def _loss_backward(grad: torch.Tensor, pred: torch.Tensor, target: torch.Tensor,
     out = torch.empty(pred.shape, dtype=pred.dtype, device=pred.device)
     items, numel = _reduce_items(pred)
     if items * numel:
-        block = _block(numel)
+        block = _launch_block(numel, BLOCK_GPU)
         _launch(_item_reduce_backward_kernel, (triton.cdiv(numel, block), items),
                 _c(grad.float()), _c(pred), _c(target), out, out, _c(timesteps), table,
                 table.shape[0], numel, items, gamma, sigma_data, KL=False, KIND=kind, W=weighting,
@@ -379,7 +357,7 @@ def _kl(mu: torch.Tensor, logvar: torch.Tensor, reduction: int) -> torch.Tensor:
     per = torch.zeros(items, dtype=torch.float32, device=mu.device)
     if items and numel:
         _launch(_item_reduce_kernel, (items,), _c(mu), _c(logvar), per, per, per, 0, numel, 0.0,
-                0.0, KL=True, KIND=0, W=0, PRED=0, BLOCK=_block(numel))
+                0.0, KL=True, KIND=0, W=0, PRED=0, BLOCK=_launch_block(numel, BLOCK_GPU))
     return _finish(per, reduction)
 
 
@@ -390,7 +368,7 @@ def _kl_backward(grad: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
     gv = torch.empty(mu.shape, dtype=mu.dtype, device=mu.device)
     items, numel = _reduce_items(mu)
     if items * numel:
-        block = _block(numel)
+        block = _launch_block(numel, BLOCK_GPU)
         _launch(_item_reduce_backward_kernel, (triton.cdiv(numel, block), items),
                 _c(grad.float()), _c(mu), _c(logvar), gm, gv, gm, gm, 0, numel, items, 0.0, 0.0,
                 KL=True, KIND=0, W=0, PRED=0, RED=reduction, BLOCK=block)
@@ -406,7 +384,7 @@ def _reparam(mu: torch.Tensor, logvar: torch.Tensor, seed: int, stream: int,
     qpi = (numel + 3) // 4
     if items * qpi:
         k0, k1, stream32, offset32 = launch_words(seed, stream, sample_offset)
-        block = _block(qpi)
+        block = _launch_block(qpi, BLOCK_GPU)
         _launch(_reparam_kernel, (triton.cdiv(qpi, block), items), _c(mu), _c(logvar), z, eps,
                 numel, qpi, k0, k1, stream32, offset32, BLOCK=block, RN=RN_PRODUCTS)
     return z, eps
@@ -417,7 +395,7 @@ def _reparam_backward(grad: torch.Tensor, logvar: torch.Tensor, eps: torch.Tenso
     out = torch.empty(grad.shape, dtype=grad.dtype, device=grad.device)
     n = grad.numel()
     if n:
-        block = _block(n)
+        block = _launch_block(n, BLOCK_GPU)
         _launch(_reparam_backward_kernel, (triton.cdiv(n, block),), _c(grad), _c(logvar), _c(eps),
                 out, n, BLOCK=block)
     return out
