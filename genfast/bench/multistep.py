@@ -18,7 +18,9 @@ Bytes moved (the floor, counted with the history reads and writes, per
 element, float32): dpmpp_2m / _2m_sde read x, m, H[i-1], write out, D: 20 B;
 dpmpp_3m + H[i-2]: 24 B; unipc reads x, m, P, H[i-1], H[i-2] and writes out,
 D, P: 32 B; heun / dpm_2 stage 0 reads x, m, writes out, P, stage 1 reads x,
-m, P and writes out: 32 B for the pair.
+m, P and writes out: 32 B for the pair. The ``overhead:dpmpp_2m`` row times
+the Python wrapper against the raw ``torch.ops.genfast.multistep_step`` call
+at 1x4x8x8.
 """
 
 from __future__ import annotations
@@ -168,10 +170,29 @@ def _case(short, n, device, dtype):
     return Case("steps", short, n, "step", providers, bytes_moved=bpe * n * esize // 4)
 
 
+def _overhead_case(device):
+    plan = S.from_config(SD).plan(N_STEPS, sampler="dpmpp", solver_order=2, device=device)
+
+    def make(raw):
+        def build():
+            x, m = _inputs((1, 4, 8, 8), device, torch.float32)
+            state = genfast.steps.new_state(plan, x)
+            if raw:
+                op = torch.ops.genfast.multistep_step.default
+                return lambda: op(x, m, None, None, None, state.buffer, plan.table,
+                                  plan.stage_table, None, INDEX, _ref.SAMPLERS["dpmpp"], 0, 0, 0,
+                                  [0.0, 0.0], 0, 0, 0)
+            return lambda: genfast.steps.dpmpp(plan, INDEX, m, x, state, return_x0=False)
+        return build
+
+    return Case("steps", "overhead:dpmpp_2m", 256, "step",
+                [Provider("genfast", make(False)), Provider("raw torch.ops", make(True))])
+
+
 def cases(device, full: bool = False, sizes=None, dtype=torch.float32) -> list[Case]:
     device = torch.device(device)
     sizes = tuple(sizes) if sizes else QUICK_SIZES
-    return [_case(s, n, device, dtype) for n in sizes for s in ROWS]
+    return [_case(s, n, device, dtype) for n in sizes for s in ROWS] + [_overhead_case(device)]
 
 
 __all__ = ["cases", "ROWS"]
