@@ -10,6 +10,7 @@ versions and says how to rebuild.
 from __future__ import annotations
 
 import glob
+import importlib
 import json
 import os
 import warnings
@@ -37,6 +38,10 @@ class Library:
     path: str | None = None
     reason: str = ""
     build: dict = field(default_factory=dict)
+    # genfast._C as a Python module (csrc/bindings/eager.cpp): typed entry
+    # points that the eager fast paths call instead of the boxed torch.ops
+    # path. None where the library did not load or has no module init.
+    eager: object = None
 
 
 def check_build_info(build: dict, running: str) -> str | None:
@@ -97,6 +102,11 @@ def _load(name: str, disabled: bool) -> Library:
                       f"{lib.build.get('torch_version')}, running torch {torch.__version__}): {e}")
         return lib
     lib.loaded = True
+    if name == "_C":
+        try:  # the same file, already loaded: import only runs its module init
+            lib.eager = importlib.import_module("genfast._C")
+        except ImportError:
+            lib.eager = None  # an older build: the fast paths use torch.ops
     return lib
 
 

@@ -43,6 +43,8 @@ def info() -> dict:
         "default_backend": _backend.get_backend(),
         "extension": {lib.name: {"loaded": lib.loaded, "path": lib.path, "reason": lib.reason,
                                  "build": lib.build} for lib in (CPU_LIB, CUDA_LIB)},
+        # genfast._C's typed entry points (csrc/bindings/eager.cpp) for the eager fast paths
+        "eager_entry_points": CPU_LIB.eager is not None,
         "cpu": _cpu(),
     }
 
@@ -65,4 +67,8 @@ def format_info(d: dict) -> str:
         state = "loaded" if e["loaded"] else f"not loaded: {e['reason']}"
         extra = f" (built against torch {built}, {e['build'].get('build_type')})" if built else ""
         lines.append(f"    {name:<10} {state}{extra}")
+    if d["extension"]["_C"]["loaded"]:
+        lines.append("    eager      " + ("genfast._C entry points (step calls skip torch.ops "
+                                         "boxing)" if d.get("eager_entry_points")
+                                         else "no genfast._C module: step calls use torch.ops"))
     return "\n".join(lines)

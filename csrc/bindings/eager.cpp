@@ -1,0 +1,79 @@
+// Eager entry points: genfast._C, a Python module over the same library.
+//
+// A registered op called from Python (torch.ops.genfast.x.default(...)) goes
+// through the boxed path: every argument is converted to an IValue against the
+// schema, pushed on a stack, and unboxed again for the kernel. For the step
+// ops (16 to 18 arguments, a float list among them) that costs 7-12 us per
+// call on the 2-core CI machine, as much as the whole kernel for one Stable
+// Diffusion latent. The functions here take typed arguments through pybind11
+// and call the same op through its typed dispatcher handle, so dispatch
+// (CPU / CUDA kernels, the in-place Autograd kernels of def_inplace ops,
+// Python modes on tensor subclasses) is unchanged; only the boxing is gone.
+//
+// Python uses them on the eager fast paths only (genfast/ops/steps.py,
+// genfast/ops/multistep.py: plain tensors, no torch function mode, not
+// tracing); torch.compile and everything else see the registered op.
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/csrc/utils/pybind.h>
+
+#include <optional>
+#include <tuple>
+#include <vector>
+
+namespace {
+
+using at::Tensor;
+using OptTensor = std::optional<Tensor>;
+using Pair = std::tuple<Tensor, Tensor>;
+
+// The schemas' SymInt arguments are passed as SymInt: the dispatcher unpacks
+// them for kernels registered with int64_t (all of ours).
+using StepsSig = Pair(const Tensor&, const Tensor&, const OptTensor&, const OptTensor&,
+                      const OptTensor&, const Tensor&, const OptTensor&, c10::SymInt, int64_t,
+                      int64_t, int64_t, int64_t, at::ArrayRef<double>, c10::SymInt, c10::SymInt,
+                      c10::SymInt);
+using MultistepSig = Pair(const Tensor&, const Tensor&, const OptTensor&, const OptTensor&,
+                          const OptTensor&, const Tensor&, const Tensor&, const Tensor&,
+                          const OptTensor&, c10::SymInt, int64_t, int64_t, int64_t, int64_t,
+                          at::ArrayRef<double>, c10::SymInt, c10::SymInt, c10::SymInt);
+
+template <typename Sig>
+const c10::TypedOperatorHandle<Sig>& handle(const char* name) {
+  // one lookup per op and process (the registration outlives every call)
+  return *new c10::TypedOperatorHandle<Sig>(
+      c10::Dispatcher::singleton().findSchemaOrThrow(name, "").template typed<Sig>());
+}
+
+Pair steps_step(const Tensor& sample, const Tensor& model_output, const OptTensor& uncond,
+                const OptTensor& guidance, const OptTensor& noise, const Tensor& plan,
+                const OptTensor& index, int64_t step, int64_t sampler, int64_t prediction,
+                int64_t variance, int64_t flags, const std::vector<double>& params,
+                int64_t seed, int64_t stream, int64_t sample_offset) {
+  static const auto& op = handle<StepsSig>("genfast::steps_step");
+  return op.call(sample, model_output, uncond, guidance, noise, plan, index, c10::SymInt(step),
+                 sampler, prediction, variance, flags, params, c10::SymInt(seed),
+                 c10::SymInt(stream), c10::SymInt(sample_offset));
+}
+
+Pair multistep_step(const Tensor& sample, const Tensor& model_output, const OptTensor& uncond,
+                    const OptTensor& guidance, const OptTensor& noise, const Tensor& state,
+                    const Tensor& plan, const Tensor& stage_plan, const OptTensor& index,
+                    int64_t step, int64_t sampler, int64_t stage, int64_t prediction,
+                    int64_t flags, const std::vector<double>& params, int64_t seed,
+                    int64_t stream, int64_t sample_offset) {
+  static const auto& op = handle<MultistepSig>("genfast::multistep_step");
+  return op.call(sample, model_output, uncond, guidance, noise, state, plan, stage_plan, index,
+                 c10::SymInt(step), sampler, stage, prediction, flags, params,
+                 c10::SymInt(seed), c10::SymInt(stream), c10::SymInt(sample_offset));
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "genfast's eager entry points (see csrc/bindings/eager.cpp); the ops themselves "
+            "are torch.ops.genfast.*";
+  // The GIL is released around the kernels, as torch.ops calls do.
+  m.def("steps_step", &steps_step, pybind11::call_guard<pybind11::gil_scoped_release>());
+  m.def("multistep_step", &multistep_step,
+        pybind11::call_guard<pybind11::gil_scoped_release>());
+}
