@@ -71,6 +71,12 @@ _CPP_CALL = (CPU_LIB.eager.steps_step if CPU_LIB.eager is not None
 _Tensor = torch.Tensor
 _tf_mode = torch._C._is_torch_function_mode_enabled
 
+
+def _plain(*tensors) -> bool:
+    """Every argument a plain torch.Tensor or None (no subclass whose
+    __torch_function__ must see the op)."""
+    return all(t is None or type(t) is _Tensor for t in tensors)
+
 if CPU_LIB.loaded:
     @torch.library.register_fake("genfast::steps_step")
     def _(sample, model_output, uncond, guidance, noise, plan, index, step, sampler, prediction,
@@ -90,20 +96,27 @@ def _fast_codes(plan, key):
     """(sampler, prediction, flags, params, draws) of the fast path for
     ``plan`` and (prediction_type, timestep_scaling, return_x0); sampler -1:
     not for the fast path (the full checks then raise or handle it)."""
-    prediction_type, timestep_scaling, return_x0 = key
+    (prediction_type, timestep_scaling, return_x0, eta, clip, clip_range,
+     use_clipped) = key
     d = getattr(plan, "__dict__", None)
     cache = {} if d is None else d.setdefault("_genfast_fast_codes", {})
     sampler = _ref.SAMPLERS.get(plan.sampler, -1)
     pred = _ref.PREDICTIONS.get(prediction_type or ("flow" if sampler == 5 else "epsilon"), -1)
     if (sampler < 0 or pred not in _SAMPLER_PREDICTIONS[sampler] or type(return_x0) is not bool
-            or not isinstance(timestep_scaling, (int, float))):
+            or not isinstance(timestep_scaling, (int, float))
+            or not (eta is None or type(eta) in (int, float))
+            or type(clip_range) not in (int, float)
+            or ((clip or use_clipped) and sampler not in _CLIPPING)):
         hit = (-1, 0, 0, None, False)
     else:
-        eta = plan.options.get("eta", 1.0 if sampler == 3 else 0.0)
-        params = [0.0, 0.0, float(eta), 1.0, 0.995, 1.0, 0.0, 0.0, math.inf, 1.0,
+        if eta is None:
+            eta = plan.options.get("eta", 1.0 if sampler == 3 else 0.0)
+        params = [0.0, 0.0, float(eta), float(clip_range), 0.995, 1.0, 0.0, 0.0, math.inf, 1.0,
                   float(timestep_scaling)]
         draws = sampler in (0, 3, 4) or (sampler == 1 and eta > 0)
-        hit = (sampler, pred, _ref.WANT_X0 if return_x0 else 0, params, draws)
+        flags = ((_ref.WANT_X0 if return_x0 else 0) | (_ref.CLIP if clip else 0)
+                 | (_ref.USE_CLIPPED if use_clipped else 0))
+        hit = (sampler, pred, flags, params, draws)
     cache[key] = hit
     return hit
 
@@ -188,17 +201,19 @@ def step(plan: SamplingPlan, index, model_output: torch.Tensor, sample: torch.Te
     Computed in float32 for float32 / float16 / bfloat16 samples, same dtype
     out. Returns a `StepOutput` (prev_sample, pred_original_sample).
     """
-    # Fast path: the plain step (no guidance, clipping, churn or given noise,
-    # an int index) on the C++ kernels, whose binding checks shapes, devices
+    # Fast path: the plain step (no guidance, thresholding, churn or given
+    # noise, an int index; clip_sample and eta allowed: diffusers' DDIM
+    # default clips) on the C++ kernels, whose binding checks shapes, devices
     # and the plan itself. Per-plan cache of the codes and params.
-    if (uncond is None and guidance_scale is None and noise is None and eta is None
+    if (uncond is None and guidance_scale is None and noise is None
             and type(index) is int and type(plan) is SamplingPlan
-            and not (guidance_rescale or clip_sample or thresholding or use_clipped_model_output
-                     or s_churn or stochastic_sampling) and variance_type == "fixed_small"
+            and not (guidance_rescale or thresholding or s_churn or stochastic_sampling)
+            and variance_type == "fixed_small"
             and 0 <= index < plan.num_steps and (seed is None or type(seed) is int)
             and (prediction_type is None or type(prediction_type) is str)
             and not torch.compiler.is_compiling()):
-        key = (prediction_type, timestep_scaling, return_x0)
+        key = (prediction_type, timestep_scaling, return_x0, eta, bool(clip_sample),
+               clip_sample_range, bool(use_clipped_model_output))
         cache = getattr(plan, "__dict__", _NO_CACHE).get("_genfast_fast_codes")
         fast = cache.get(key) if cache is not None else None
         if fast is None:
@@ -314,7 +329,13 @@ def step(plan: SamplingPlan, index, model_output: torch.Tensor, sample: torch.Te
 
     which = _backend.resolve(backend, dev.type)  # cached per (backend, device type)
     if which in ("cpu", "cuda", "triton"):
-        op = _CPP_OP if which != "triton" else _triton_op()
+        if which == "triton":
+            op = _triton_op()
+        elif (_plain(sample, model_output, uncond, g_t, noise) and not _tf_mode()
+              and not torch.compiler.is_compiling()):
+            op = _CPP_CALL  # the eager entry point: same op, no boxing
+        else:
+            op = _CPP_OP
         prev, x0 = op(sample, model_output, uncond, g_t, noise, plan.table, index_t, index_i,
                       sampler, pred, var, flags, params, as_int64_bits(seed or 0), stream,
                       sample_offset)
