@@ -23,6 +23,7 @@ import torch
 
 from . import SUITES, call_suite
 from . import compare as _compare
+from . import malloc as _malloc
 from . import plot as _plot
 from .runner import FULL, QUICK, Case, Progress, Report, Settings, run_cases, size_label
 
@@ -91,6 +92,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--full", action="store_true",
                    help="longer, larger run with more providers (default: quick, < 3 min)")
     p.add_argument("--threads", type=int, metavar="N", help="torch.set_num_threads(N) first")
+    p.add_argument("--allocator", choices=["tuned", "system"], default="tuned",
+                   help="tuned (default): glibc keeps freed blocks, so fresh outputs do not "
+                        "page-fault on every call (genfast/bench/malloc.py); system: as is")
     p.add_argument("--quick", action="store_true",
                    help="the default: the whole report in a few minutes")
     p.add_argument("--op", action="append", metavar="NAME",
@@ -220,6 +224,7 @@ def _setup_lines(report: Report, env: dict, mode: str) -> list[str]:
         f"{env['genfast_version']}, {env['threads']} threads",
         f"machine: {env.get('machine', '?')}; anchors: {libs or 'none installed'}",
         f"genfast backend: {backend}",
+        *([f"allocator: {env['allocator']}"] if env.get("allocator") else []),
         f"copy bandwidth (float32, read + write): {bw or 'not measured'}",
     ]
 
@@ -266,6 +271,7 @@ def run(args: argparse.Namespace, settings: Settings | None = None) -> int:
         return 2
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    allocator = _malloc.describe(getattr(args, "allocator", "tuned"))
     settings = settings or (FULL if args.full else QUICK)
     suites = list(dict.fromkeys(args.suite or SUITES))
     dtype = DTYPES[args.dtype]
@@ -285,7 +291,7 @@ def run(args: argparse.Namespace, settings: Settings | None = None) -> int:
     steps = sum(len(c.providers) for c in cases)
     steps += len({c.numel for c in cases if c.bytes_moved is not None})  # copy bandwidth
     report = run_cases(cases, device, settings, Progress(steps))
-    env = environment(device)
+    env = {**environment(device), "allocator": allocator}
     mode = "full" if args.full else "quick"
     meta = {**env, "mode": mode, "dtype": args.dtype, "suites": suites,
             "command": command_line(args)}
@@ -331,6 +337,8 @@ def command_line(args: argparse.Namespace) -> str:
         parts.append(f"--threads {args.threads}")
     if args.full:
         parts.append("--full")
+    if getattr(args, "allocator", "tuned") != "tuned":
+        parts.append(f"--allocator {args.allocator}")
     if args.sizes:
         parts.append(f"--sizes {args.sizes}")
     return " ".join(parts)
@@ -389,6 +397,7 @@ def format_markdown(report: Report, env: dict, mode: str) -> str:
     lines += [f"- {line}" for line in setup[1:]]
     lines += [f"- device: {env['device']} ({env['device_name']}), {env['threads']} threads, "
               f"torch {env['torch_version']}, genfast {env['genfast_version']}",
+              *([f"- allocator: {env['allocator']}"] if env.get("allocator") else []),
               "- vs genfast = median / genfast median of the same op, size and mode (above 1: "
               "genfast is faster); floor = (bytes moved / copy bandwidth) / median"]
     skipped = []

@@ -15,7 +15,8 @@ import json
 from dataclasses import dataclass
 
 KEY = ("suite", "op", "size", "mode", "provider")  # required in every row; + dtype
-SETUP = ("device", "device_name", "machine", "threads", "torch_version", "backend", "cpu_isa")
+SETUP = ("device", "device_name", "machine", "threads", "torch_version", "backend", "cpu_isa",
+         "allocator")
 
 
 def _key(r: dict) -> tuple:
