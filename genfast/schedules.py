@@ -34,7 +34,7 @@ reverse-step kernel needs, one small float64 tensor on the device (see
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
