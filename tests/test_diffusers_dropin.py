@@ -682,3 +682,50 @@ def test_custom_timesteps_and_sigmas(name, cfg, kw):
         scale = max(b.abs().max().item(), 1.0)
         torch.testing.assert_close(a, b, atol=2e-4 * scale, rtol=2e-4,
                                    msg=lambda m: f"step {i}: {m}")
+
+
+# ---------------------------------------------------------------- StableDiffusionPipeline
+
+def _tiny_sd_pipeline(sched, tmp_path):
+    """A StableDiffusionPipeline from tiny random parts built offline: the
+    conditional UNet above, a 2-level AutoencoderKL, a 1-layer CLIP text
+    encoder and a CLIP tokenizer over an 8-token vocabulary written here."""
+    transformers = pytest.importorskip("transformers")
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, "a": 2, "a</w>": 3, "c": 4, "t</w>": 5,
+             "at</w>": 6, "cat</w>": 7}
+    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
+    (tmp_path / "merges.txt").write_text("#version: 0.2\na t</w>\nc at</w>\n")
+    tok = transformers.CLIPTokenizer(str(tmp_path / "vocab.json"), str(tmp_path / "merges.txt"),
+                                     model_max_length=8)
+    torch.manual_seed(1)
+    text = transformers.CLIPTextModel(transformers.CLIPTextConfig(
+        vocab_size=len(vocab), hidden_size=8, intermediate_size=16, num_hidden_layers=1,
+        num_attention_heads=2, max_position_embeddings=8, projection_dim=8,
+        bos_token_id=0, eos_token_id=1, pad_token_id=1)).eval()
+    vae = diffusers.AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16),
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), layers_per_block=1,
+        norm_num_groups=4, sample_size=16).eval()
+    pipe = diffusers.StableDiffusionPipeline(
+        vae=vae, text_encoder=text, tokenizer=tok, unet=_unet(cond=True), scheduler=sched,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.mark.parametrize("name", [n for n in SD_CLASSES if not n.startswith("FlowMatch")])
+def test_stable_diffusion_pipeline(name, tmp_path):
+    """The real StableDiffusionPipeline (text encoder, CFG, scale_model_input,
+    the generator passed to step(), VAE decode): the same images after
+    accelerate(pipe) as with the diffusers scheduler, float32."""
+    d, _ = pair(name, dict(SD, timestep_spacing="trailing"))
+    pipe = _tiny_sd_pipeline(d, tmp_path)
+    kw = dict(prompt="a cat", num_inference_steps=4 if name == "LCMScheduler" else 6,
+              guidance_scale=5.0, output_type="pt", height=16, width=16)
+    with torch.no_grad():
+        want = pipe(generator=torch.Generator().manual_seed(0), **kw).images
+        assert G.accelerate(pipe) is pipe and type(pipe.scheduler) is getattr(G, name)
+        got = pipe(generator=torch.Generator().manual_seed(0), **kw).images
+    assert got.shape == (1, 3, 16, 16) and torch.isfinite(got).all()
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)

@@ -36,7 +36,12 @@ def accelerate(pipe, *, name: str = "scheduler"):
         warnings.warn(f"genfast.diffusers.accelerate: {cls_name}: {bad}; the pipeline is left "
                       f"unchanged", stacklevel=2)
         return pipe
-    new = cls.from_config(sched.config)
+    # Without "_use_default_values": from_config drops the keys it lists and
+    # applies the class defaults, but pipelines patch some of those keys in
+    # place (StableDiffusionPipeline sets clip_sample=False and steps_offset=1
+    # on old configs), so the values in effect would be lost and DDIM / DDPM
+    # would clip where the pipeline's own scheduler does not.
+    new = cls.from_config({k: v for k, v in sched.config.items() if k != "_use_default_values"})
     for attr in ("_shift",):  # state set after construction (FlowMatch set_shift)
         if hasattr(sched, attr):
             setattr(new, attr, getattr(sched, attr))
