@@ -10,6 +10,7 @@
 #include "bindings/flows_args.h"
 #include "cpu/flows_kernels.h"
 #include "cpu/isa.h"
+#include "genfast/coupling.h"
 
 namespace genfast::bindings {
 namespace {
@@ -45,6 +46,21 @@ int64_t rq_grain(int64_t K) { return std::max<int64_t>(64, 32768 / (3 * K + 1));
 // Affine: elements per chunk of a row (rows are split so one huge item still
 // uses every thread; the partial log-determinants are summed afterwards).
 constexpr int64_t kAffineChunk = 16384;
+
+// An upstream gradient that is one value broadcast over every element (the
+// gradient of a plain .sum(), as an expand with all strides 0): the float32
+// kernels read that value instead of a materialised copy of it.
+bool is_broadcast(const at::Tensor& g, at::ScalarType ct) {
+  if (ct != at::kFloat || g.scalar_type() != at::kFloat || g.numel() < 2) return false;
+  for (const int64_t st : g.strides())
+    if (st != 0) return false;
+  return true;
+}
+
+// The tensor a kernel reads for g: its one value, or a contiguous copy.
+at::Tensor grad_prep(const at::Tensor& g, at::ScalarType ct, bool broadcast) {
+  return broadcast ? g.as_strided({1}, {1}) : flows_prep(g, ct);
+}
 
 cpu::RqArgs rq_args(int64_t K, bool inverse, bool linear_tails, double left, double right,
                     double bottom, double top, double min_w, double min_h, double min_d) {
@@ -98,7 +114,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rq_spline_backward_cp
               "genfast rq_spline_backward: gradients must have the shape of inputs");
   const auto ct = flows_compute_type(inputs.scalar_type());
   const at::Tensor x = flows_prep(inputs, ct), w = flows_prep(uw, ct), h = flows_prep(uh, ct),
-                   d = flows_prep(ud, ct), go = flows_prep(g_out, ct), gl = flows_prep(g_lad, ct);
+                   d = flows_prep(ud, ct);
+  const bool go_b = is_broadcast(g_out, ct), gl_b = is_broadcast(g_lad, ct);
+  const at::Tensor go = grad_prep(g_out, ct, go_b), gl = grad_prep(g_lad, ct, gl_b);
   at::Tensor gx = at::empty(inputs.sizes(), x.options());
   at::Tensor gw = at::empty(uw.sizes(), x.options());
   at::Tensor gh = at::empty(uh.sizes(), x.options());
@@ -110,6 +128,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rq_spline_backward_cp
   a.ud = d.data_ptr();
   a.g_out = go.data_ptr();
   a.g_lad = gl.data_ptr();
+  a.g_out_broadcast = go_b;
+  a.g_lad_broadcast = gl_b;
   a.g_in = gx.data_ptr();
   a.g_uw = gw.data_ptr();
   a.g_uh = gh.data_ptr();
@@ -182,7 +202,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> affine_coupling_backward_cpu(
               "genfast affine_coupling_backward: grad_logabsdet must have shape (batch,)");
   const auto ct = flows_compute_type(inputs.scalar_type());
   const at::Tensor x = flows_prep(inputs, ct), s = flows_prep(shift, ct), v = flows_prep(u, ct),
-                   go = flows_prep(g_out, ct), gl = flows_prep(g_lad, ct);
+                   gl = flows_prep(g_lad, ct);
+  // (atan and tanh run on the scalar loops, which read a full g_out)
+  const bool go_b = act != kActAtan && act != kActTanh && is_broadcast(g_out, ct);
+  const at::Tensor go = grad_prep(g_out, ct, go_b);
   const AffineLayout l = affine_layout(inputs);
   at::Tensor gx = at::empty(inputs.sizes(), x.options());
   at::Tensor gs = at::empty(inputs.sizes(), x.options());
@@ -193,6 +216,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> affine_coupling_backward_cpu(
   a.u = v.data_ptr();
   a.g_out = go.data_ptr();
   a.g_lad = gl.data_ptr();
+  a.g_out_broadcast = go_b;
   a.g_in = gx.data_ptr();
   a.g_shift = gs.data_ptr();
   a.g_u = gu.data_ptr();

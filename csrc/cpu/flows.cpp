@@ -275,6 +275,9 @@ void rq_backward_range(const RqArgs& a, int64_t begin, int64_t end) {
 
 template <int ACT, bool INV, typename T>
 void affine_forward_tasks(const AffineArgs& a, int64_t begin, int64_t end) {
+  if constexpr (std::is_same_v<T, float> && rqv::affine_simd_ok<ACT>) {
+    return rqv::affine_forward_simd<ACT, INV>(a, begin, end);
+  }
   const T* in = static_cast<const T*>(a.in);
   const T* sh = static_cast<const T*>(a.shift);
   const T* uu = static_cast<const T*>(a.u);
@@ -312,6 +315,9 @@ void affine_forward_tasks(const AffineArgs& a, int64_t begin, int64_t end) {
 
 template <int ACT, bool INV, typename T>
 void affine_backward_tasks(const AffineArgs& a, int64_t begin, int64_t end) {
+  if constexpr (std::is_same_v<T, float> && rqv::affine_simd_ok<ACT>) {
+    return rqv::affine_backward_simd<ACT, INV>(a, begin, end);
+  }
   const T* in = static_cast<const T*>(a.in);
   const T* sh = static_cast<const T*>(a.shift);
   const T* uu = static_cast<const T*>(a.u);

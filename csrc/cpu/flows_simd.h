@@ -26,6 +26,7 @@
 #endif
 
 #include "flows_kernels.h"
+#include "genfast/coupling.h"
 #include "genfast/flows_math.h"
 
 #ifndef GENFAST_CPU_ISA
@@ -91,12 +92,16 @@ GENFAST_RQ_INLINE vf to_float(vi x) {
 GENFAST_RQ_INLINE vi to_int(vf x) {
   return {__builtin_convertvector(x.a, i8), __builtin_convertvector(x.b, i8)};
 }
+// Unaligned loads and stores, one register at a time (a memcpy of the whole
+// struct goes through the stack).
+typedef float f8u __attribute__((vector_size(32), aligned(4), may_alias));
 GENFAST_RQ_INLINE vf load(const float* p) {
-  vf r;
-  memcpy(&r, p, sizeof r);
-  return r;
+  return {*reinterpret_cast<const f8u*>(p), *reinterpret_cast<const f8u*>(p + 8)};
 }
-GENFAST_RQ_INLINE void store(float* p, vf v) { memcpy(p, &v, sizeof v); }
+GENFAST_RQ_INLINE void store(float* p, vf v) {
+  *reinterpret_cast<f8u*>(p) = v.a;
+  *reinterpret_cast<f8u*>(p + 8) = v.b;
+}
 GENFAST_RQ_INLINE void store_to(vf* dst, vf v) {
   dst->a = v.a;  // member-wise: a whole-struct store goes through integer registers
   dst->b = v.b;
@@ -681,7 +686,9 @@ void backward_range(const RqArgs& a, int64_t begin, int64_t end) {
     const int n = static_cast<int>(end - i0 < W ? end - i0 : W);
     const Bin b = find_bin<INV, true>(c, a, i0, n, ew.data(), eh.data(), ed.data());
     const vf x = INV ? apply<true, TAILS>(b).out : b.v;
-    const Grad g = grad<INV, TAILS>(x, b, load_n(go + i0, n), load_n(gl + i0, n));
+    const vf g_o = a.g_out_broadcast ? splat(go[0]) : load_n(go + i0, n);
+    const vf g_l = a.g_lad_broadcast ? splat(gl[0]) : load_n(gl + i0, n);
+    const Grad g = grad<INV, TAILS>(x, b, g_o, g_l);
     store_n(g_in + i0, g.in, n);
     softmax_backward(ew.data(), b.bin, K, sw, g.xk - g.w, g.w, cols.data());
     store_cols(g_uw + i0 * K, n, K, cols.data());
@@ -697,6 +704,147 @@ void backward_range(const RqArgs& a, int64_t begin, int64_t end) {
         cols[j] = sel(b.bin == k, gk, sel(b.bin + 1 == k, gk1, zero));
       }
       store_cols(g_ud + i0 * nd, n, nd, cols.data());
+    }
+  }
+}
+
+
+// ---------------------------------------------------------------- affine
+// affine_scale / affine_apply / affine_backward_scaled of coupling.h, 16
+// lanes at a time, for the activations built from exp, log and sigmoid (atan
+// and tanh stay on the scalar loops of flows.cpp).
+template <int ACT>
+constexpr bool affine_simd_ok = ACT == kActNone || ACT == kActSigmoid || ACT == kActExp ||
+                                ACT == kActSoftSigmoid || ACT == kActGlow;
+
+struct VScale {
+  vf scale, log_scale, dlog;
+};
+
+template <int ACT, bool LOG, bool DLOG>
+GENFAST_RQ_INLINE VScale vaffine_scale(vf u, float clamp) {
+  VScale r;
+  if constexpr (ACT == kActNone) {
+    r.scale = splat(1.0f);
+    r.log_scale = r.dlog = splat(0.0f);
+  } else if constexpr (ACT == kActSigmoid) {
+    const vf sg = vsigmoid(u + 2.0f);
+    r.scale = sg + 1e-3f;
+    if (LOG) r.log_scale = vlog(r.scale);
+    if (DLOG) r.dlog = sg * (1.0f - sg) / r.scale;
+  } else if constexpr (ACT == kActGlow) {
+    const vf v = u + 2.0f;
+    const vf sg = vsigmoid(v);
+    r.scale = sg;
+    if (LOG) r.log_scale = -vsoftplus(-v);
+    if (DLOG) r.dlog = 1.0f - sg;
+  } else if constexpr (ACT == kActExp) {
+    r.scale = vexp(u);
+    r.log_scale = u;
+    r.dlog = splat(1.0f);
+  } else {  // kActSoftSigmoid
+    const vf sg = vsigmoid(u);
+    const vf sc = (clamp * 2.0f) * (sg - 0.5f);
+    r.scale = vexp(sc);
+    r.log_scale = sc;
+    if (DLOG) r.dlog = clamp * 2.0f * sg * (1.0f - sg);
+  }
+  return r;
+}
+
+// Tasks [begin, end) of AffineArgs (flows_kernels.h): outputs and each task's
+// part of its row's log-determinant (16 lane sums, then the lanes in order).
+template <int ACT, bool INV>
+void affine_forward_simd(const AffineArgs& a, int64_t begin, int64_t end) {
+  const float* in = static_cast<const float*>(a.in);
+  const float* sh = static_cast<const float*>(a.shift);
+  const float* uu = static_cast<const float*>(a.u);
+  float* out = static_cast<float*>(a.out);
+  float* part = static_cast<float*>(a.lad_partial);
+  const float clamp = static_cast<float>(a.clamp);
+  for (int64_t t = begin; t < end; ++t) {
+    const int64_t row = t / a.chunks_per_row;
+    const int64_t j0 = (t - row * a.chunks_per_row) * a.chunk;
+    const int64_t j1 = a.row_len < j0 + a.chunk ? a.row_len : j0 + a.chunk;
+    const int64_t base = row * a.row_len;
+    vf acc = splat(0.0f);
+    int64_t j = j0;
+    for (; j + W <= j1; j += W) {
+      const int64_t e = base + j;
+      const vf x = load(in + e), s = load(sh + e);
+      const VScale sc = vaffine_scale<ACT, true, false>(load(uu + e), clamp);
+      vf y;
+      if constexpr (ACT == kActGlow) {
+        y = INV ? x / sc.scale - s : (x + s) * sc.scale;
+      } else {
+        y = INV ? (x - s) / sc.scale : x * sc.scale + s;
+      }
+      store(out + e, y);
+      acc += INV ? -sc.log_scale : sc.log_scale;
+    }
+    float lanes[W];
+    store(lanes, acc);
+    float total = 0.0f;
+    for (int l = 0; l < W; ++l) total += lanes[l];
+    for (; j < j1; ++j) {
+      const int64_t e = base + j;
+      const AffineOut<float> r = affine_apply<ACT>(in[e], sh[e], uu[e], clamp, INV);
+      out[e] = r.out;
+      total += r.lad;
+    }
+    part[t] = total;
+  }
+}
+
+// Gradients for tasks [begin, end); g_out may be one broadcast value.
+template <int ACT, bool INV>
+void affine_backward_simd(const AffineArgs& a, int64_t begin, int64_t end) {
+  const float* in = static_cast<const float*>(a.in);
+  const float* sh = static_cast<const float*>(a.shift);
+  const float* uu = static_cast<const float*>(a.u);
+  const float* go = static_cast<const float*>(a.g_out);
+  const float* gl = static_cast<const float*>(a.g_lad);
+  float* gi = static_cast<float*>(a.g_in);
+  float* gs = static_cast<float*>(a.g_shift);
+  float* gu = static_cast<float*>(a.g_u);
+  const float clamp = static_cast<float>(a.clamp);
+  const bool bcast = a.g_out_broadcast;
+  for (int64_t t = begin; t < end; ++t) {
+    const int64_t row = t / a.chunks_per_row;
+    const int64_t j0 = (t - row * a.chunks_per_row) * a.chunk;
+    const int64_t j1 = a.row_len < j0 + a.chunk ? a.row_len : j0 + a.chunk;
+    const int64_t base = row * a.row_len;
+    const vf g_lad = splat(gl[row]);
+    int64_t j = j0;
+    for (; j + W <= j1; j += W) {
+      const int64_t e = base + j;
+      const vf x = load(in + e), s = load(sh + e);
+      const vf g = bcast ? splat(go[0]) : load(go + e);
+      const VScale sc = vaffine_scale<ACT, false, true>(load(uu + e), clamp);
+      vf d_in, d_sh, d_u;
+      if (!INV) {
+        const vf pre = ACT == kActGlow ? x + s : x;
+        d_in = g * sc.scale;
+        d_sh = ACT == kActGlow ? g * sc.scale : g;
+        d_u = (g * pre * sc.scale + g_lad) * sc.dlog;
+      } else {
+        const vf inv = 1.0f / sc.scale;
+        const vf pre = ACT == kActGlow ? x * inv : (x - s) * inv;
+        d_in = g * inv;
+        d_sh = ACT == kActGlow ? -g : -g * inv;
+        d_u = (-g * pre - g_lad) * sc.dlog;
+      }
+      store(gi + e, d_in);
+      store(gs + e, d_sh);
+      store(gu + e, d_u);
+    }
+    for (; j < j1; ++j) {
+      const int64_t e = base + j;
+      const AffineGrad<float> r = genfast::affine_backward<ACT>(in[e], sh[e], uu[e], clamp, INV,
+                                                       bcast ? go[0] : go[e], gl[row]);
+      gi[e] = r.in;
+      gs[e] = r.shift;
+      gu[e] = r.u;
     }
   }
 }
