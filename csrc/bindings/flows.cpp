@@ -5,6 +5,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
 #include <tuple>
 
 #include "bindings/flows_args.h"
@@ -41,8 +42,34 @@ FlowsKernels kernels() {
 }
 #undef GENFAST_FLOWS_TABLE
 
-// Elements per task: a spline element costs ~K exps; aim at ~50 us of work.
-int64_t rq_grain(int64_t K) { return std::max<int64_t>(64, 32768 / (3 * K + 1)); }
+// Elements per task: a spline element costs ~K exps; aim at ~30 us of work, in
+// whole blocks of 16 (the float32 kernel's lanes).
+int64_t rq_grain(int64_t K) {
+  return (std::max<int64_t>(64, 32768 / (3 * K + 1)) + 15) / 16 * 16;
+}
+
+// Work split: every thread takes the next `chunk` items from a shared counter
+// until none are left, so a thread whose core is also busy with other work
+// takes fewer chunks (a static split waits for the slowest thread). No item's
+// result depends on the split.
+template <typename F>
+void dynamic_for(int64_t n, int64_t chunk, const F& fn) {
+  if (n <= 0) return;
+  const int64_t tasks = (n + chunk - 1) / chunk;
+  const int64_t nt = std::min<int64_t>(at::get_num_threads(), tasks);
+  if (nt <= 1 || at::in_parallel_region()) {
+    fn(0, n);
+    return;
+  }
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, nt, 1, [&](int64_t, int64_t) {
+    for (;;) {
+      const int64_t b = next.fetch_add(chunk, std::memory_order_relaxed);
+      if (b >= n) break;
+      fn(b, std::min(n, b + chunk));
+    }
+  });
+}
 // Affine: elements per chunk of a row (rows are split so one huge item still
 // uses every thread; the partial log-determinants are summed afterwards).
 constexpr int64_t kAffineChunk = 16384;
@@ -98,7 +125,7 @@ std::tuple<at::Tensor, at::Tensor> rq_spline_cpu(
   a.out = out.data_ptr();
   a.lad = lad.data_ptr();
   const RqFn fn = kernels().rq[0][ct == at::kDouble];
-  at::parallel_for(0, x.numel(), rq_grain(K), [&](int64_t b, int64_t e) { fn(a, b, e); });
+  dynamic_for(x.numel(), rq_grain(K), [&](int64_t b, int64_t e) { fn(a, b, e); });
   return {out.to(inputs.scalar_type()), lad.to(inputs.scalar_type())};
 }
 
@@ -135,7 +162,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rq_spline_backward_cp
   a.g_uh = gh.data_ptr();
   a.g_ud = gd.data_ptr();
   const RqFn fn = kernels().rq[1][ct == at::kDouble];
-  at::parallel_for(0, x.numel(), rq_grain(K), [&](int64_t b, int64_t e) { fn(a, b, e); });
+  dynamic_for(x.numel(), rq_grain(K), [&](int64_t b, int64_t e) { fn(a, b, e); });
   const auto t = inputs.scalar_type();
   return {gx.to(t), gw.to(t), gh.to(t), gd.to(t)};
 }
@@ -182,10 +209,9 @@ std::tuple<at::Tensor, at::Tensor> affine_coupling_cpu(const at::Tensor& inputs,
   a.out = out.data_ptr();
   a.lad_partial = part.data_ptr();
   const AffineFn fn = kernels().affine[0][ct == at::kDouble];
-  // grain 1: a task is already a chunk of up to kAffineChunk elements
+  // tasks taken at a time: about kAffineChunk elements (a task is at most one row)
   const int64_t grain = std::max<int64_t>(1, kAffineChunk / std::max<int64_t>(1, l.row_len));
-  at::parallel_for(0, l.rows * l.chunks_per_row, grain,
-                   [&](int64_t b, int64_t e) { fn(a, b, e); });
+  dynamic_for(l.rows * l.chunks_per_row, grain, [&](int64_t b, int64_t e) { fn(a, b, e); });
   at::Tensor lad = l.chunks_per_row == 1 ? part.view({l.rows}) : part.sum(1);
   const auto t = inputs.scalar_type();
   return {out.to(t), lad.to(t)};
@@ -222,8 +248,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> affine_coupling_backward_cpu(
   a.g_u = gu.data_ptr();
   const AffineFn fn = kernels().affine[1][ct == at::kDouble];
   const int64_t grain = std::max<int64_t>(1, kAffineChunk / std::max<int64_t>(1, l.row_len));
-  at::parallel_for(0, l.rows * l.chunks_per_row, grain,
-                   [&](int64_t b, int64_t e) { fn(a, b, e); });
+  dynamic_for(l.rows * l.chunks_per_row, grain, [&](int64_t b, int64_t e) { fn(a, b, e); });
   const auto t = inputs.scalar_type();
   return {gx.to(t), gs.to(t), gu.to(t)};
 }
