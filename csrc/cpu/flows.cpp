@@ -2,7 +2,10 @@
 // names the namespace); the math is csrc/include/genfast/spline.h and
 // coupling.h.
 //
-// The spline works on blocks of L elements held "lanes innermost": each
+// float32 runs the explicit 16-lane code of flows_simd.h (the spline, and the
+// affine coupling for the activations built from exp / log / sigmoid). The
+// generic loops here serve float64 (gradcheck) and the atan / tanh couplings.
+// The generic spline works on blocks of L elements held "lanes innermost": each
 // element's K logits are transposed into [k][lane] arrays, so every loop over
 // bins runs L independent lanes the compiler vectorises (softmax, cumsum, the
 // branch-free bin search as a count of knots passed, the gathers of the bin's
