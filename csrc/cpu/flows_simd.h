@@ -662,10 +662,10 @@ inline void softmax_backward(const vf* p, vi bin, int K, float scale, vf g0, vf 
     const vf a = sel(k < bin, g0, zero);
     const vf c = sel((k <= bin) & has1, g1, zero);
     const vf v = scale * (a + c);
-    cols[k] = v;
+    store_to(cols + k, v);
     dot += p[k] * v;
   }
-  for (int k = 0; k < K; ++k) cols[k] = p[k] * (cols[k] - dot);
+  for (int k = 0; k < K; ++k) store_to(cols + k, p[k] * (cols[k] - dot));
 }
 
 template <bool INV, bool TAILS>
@@ -701,7 +701,7 @@ void backward_range(const RqArgs& a, int64_t begin, int64_t end) {
       const vf gk1 = sel(b.has_k1, vsigmoid(b.uk1) * g.dk1, zero);
       for (int j = 0; j < nd; ++j) {
         const int k = j + off;
-        cols[j] = sel(b.bin == k, gk, sel(b.bin + 1 == k, gk1, zero));
+        store_to(cols.data() + j, sel(b.bin == k, gk, sel(b.bin + 1 == k, gk1, zero)));
       }
       store_cols(g_ud + i0 * nd, n, nd, cols.data());
     }
