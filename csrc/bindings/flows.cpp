@@ -5,11 +5,13 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
 #include <tuple>
 
 #include "bindings/flows_args.h"
 #include "cpu/flows_kernels.h"
 #include "cpu/isa.h"
+#include "genfast/coupling.h"
 
 namespace genfast::bindings {
 namespace {
@@ -40,11 +42,52 @@ FlowsKernels kernels() {
 }
 #undef GENFAST_FLOWS_TABLE
 
-// Elements per task: a spline element costs ~K exps; aim at ~50 us of work.
-int64_t rq_grain(int64_t K) { return std::max<int64_t>(64, 32768 / (3 * K + 1)); }
+// Elements per task: a spline element costs ~K exps; aim at ~30 us of work, in
+// whole blocks of 16 (the float32 kernel's lanes).
+int64_t rq_grain(int64_t K) {
+  return (std::max<int64_t>(64, 32768 / (3 * K + 1)) + 15) / 16 * 16;
+}
+
+// Work split: every thread takes the next `chunk` items from a shared counter
+// until none are left, so a thread whose core is also busy with other work
+// takes fewer chunks (a static split waits for the slowest thread). No item's
+// result depends on the split.
+template <typename F>
+void dynamic_for(int64_t n, int64_t chunk, const F& fn) {
+  if (n <= 0) return;
+  const int64_t tasks = (n + chunk - 1) / chunk;
+  const int64_t nt = std::min<int64_t>(at::get_num_threads(), tasks);
+  if (nt <= 1 || at::in_parallel_region()) {
+    fn(0, n);
+    return;
+  }
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, nt, 1, [&](int64_t, int64_t) {
+    for (;;) {
+      const int64_t b = next.fetch_add(chunk, std::memory_order_relaxed);
+      if (b >= n) break;
+      fn(b, std::min(n, b + chunk));
+    }
+  });
+}
 // Affine: elements per chunk of a row (rows are split so one huge item still
 // uses every thread; the partial log-determinants are summed afterwards).
 constexpr int64_t kAffineChunk = 16384;
+
+// An upstream gradient that is one value broadcast over every element (the
+// gradient of a plain .sum(), as an expand with all strides 0): the float32
+// kernels read that value instead of a materialised copy of it.
+bool is_broadcast(const at::Tensor& g, at::ScalarType ct) {
+  if (ct != at::kFloat || g.scalar_type() != at::kFloat || g.numel() < 2) return false;
+  for (const int64_t st : g.strides())
+    if (st != 0) return false;
+  return true;
+}
+
+// The tensor a kernel reads for g: its one value, or a contiguous copy.
+at::Tensor grad_prep(const at::Tensor& g, at::ScalarType ct, bool broadcast) {
+  return broadcast ? g.as_strided({1}, {1}) : flows_prep(g, ct);
+}
 
 cpu::RqArgs rq_args(int64_t K, bool inverse, bool linear_tails, double left, double right,
                     double bottom, double top, double min_w, double min_h, double min_d) {
@@ -82,7 +125,7 @@ std::tuple<at::Tensor, at::Tensor> rq_spline_cpu(
   a.out = out.data_ptr();
   a.lad = lad.data_ptr();
   const RqFn fn = kernels().rq[0][ct == at::kDouble];
-  at::parallel_for(0, x.numel(), rq_grain(K), [&](int64_t b, int64_t e) { fn(a, b, e); });
+  dynamic_for(x.numel(), rq_grain(K), [&](int64_t b, int64_t e) { fn(a, b, e); });
   return {out.to(inputs.scalar_type()), lad.to(inputs.scalar_type())};
 }
 
@@ -98,7 +141,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rq_spline_backward_cp
               "genfast rq_spline_backward: gradients must have the shape of inputs");
   const auto ct = flows_compute_type(inputs.scalar_type());
   const at::Tensor x = flows_prep(inputs, ct), w = flows_prep(uw, ct), h = flows_prep(uh, ct),
-                   d = flows_prep(ud, ct), go = flows_prep(g_out, ct), gl = flows_prep(g_lad, ct);
+                   d = flows_prep(ud, ct);
+  const bool go_b = is_broadcast(g_out, ct), gl_b = is_broadcast(g_lad, ct);
+  const at::Tensor go = grad_prep(g_out, ct, go_b), gl = grad_prep(g_lad, ct, gl_b);
   at::Tensor gx = at::empty(inputs.sizes(), x.options());
   at::Tensor gw = at::empty(uw.sizes(), x.options());
   at::Tensor gh = at::empty(uh.sizes(), x.options());
@@ -110,12 +155,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rq_spline_backward_cp
   a.ud = d.data_ptr();
   a.g_out = go.data_ptr();
   a.g_lad = gl.data_ptr();
+  a.g_out_broadcast = go_b;
+  a.g_lad_broadcast = gl_b;
   a.g_in = gx.data_ptr();
   a.g_uw = gw.data_ptr();
   a.g_uh = gh.data_ptr();
   a.g_ud = gd.data_ptr();
   const RqFn fn = kernels().rq[1][ct == at::kDouble];
-  at::parallel_for(0, x.numel(), rq_grain(K), [&](int64_t b, int64_t e) { fn(a, b, e); });
+  dynamic_for(x.numel(), rq_grain(K), [&](int64_t b, int64_t e) { fn(a, b, e); });
   const auto t = inputs.scalar_type();
   return {gx.to(t), gw.to(t), gh.to(t), gd.to(t)};
 }
@@ -162,10 +209,9 @@ std::tuple<at::Tensor, at::Tensor> affine_coupling_cpu(const at::Tensor& inputs,
   a.out = out.data_ptr();
   a.lad_partial = part.data_ptr();
   const AffineFn fn = kernels().affine[0][ct == at::kDouble];
-  // grain 1: a task is already a chunk of up to kAffineChunk elements
+  // tasks taken at a time: about kAffineChunk elements (a task is at most one row)
   const int64_t grain = std::max<int64_t>(1, kAffineChunk / std::max<int64_t>(1, l.row_len));
-  at::parallel_for(0, l.rows * l.chunks_per_row, grain,
-                   [&](int64_t b, int64_t e) { fn(a, b, e); });
+  dynamic_for(l.rows * l.chunks_per_row, grain, [&](int64_t b, int64_t e) { fn(a, b, e); });
   at::Tensor lad = l.chunks_per_row == 1 ? part.view({l.rows}) : part.sum(1);
   const auto t = inputs.scalar_type();
   return {out.to(t), lad.to(t)};
@@ -182,7 +228,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> affine_coupling_backward_cpu(
               "genfast affine_coupling_backward: grad_logabsdet must have shape (batch,)");
   const auto ct = flows_compute_type(inputs.scalar_type());
   const at::Tensor x = flows_prep(inputs, ct), s = flows_prep(shift, ct), v = flows_prep(u, ct),
-                   go = flows_prep(g_out, ct), gl = flows_prep(g_lad, ct);
+                   gl = flows_prep(g_lad, ct);
+  // (atan and tanh run on the scalar loops, which read a full g_out)
+  const bool go_b = act != kActAtan && act != kActTanh && is_broadcast(g_out, ct);
+  const at::Tensor go = grad_prep(g_out, ct, go_b);
   const AffineLayout l = affine_layout(inputs);
   at::Tensor gx = at::empty(inputs.sizes(), x.options());
   at::Tensor gs = at::empty(inputs.sizes(), x.options());
@@ -193,13 +242,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> affine_coupling_backward_cpu(
   a.u = v.data_ptr();
   a.g_out = go.data_ptr();
   a.g_lad = gl.data_ptr();
+  a.g_out_broadcast = go_b;
   a.g_in = gx.data_ptr();
   a.g_shift = gs.data_ptr();
   a.g_u = gu.data_ptr();
   const AffineFn fn = kernels().affine[1][ct == at::kDouble];
   const int64_t grain = std::max<int64_t>(1, kAffineChunk / std::max<int64_t>(1, l.row_len));
-  at::parallel_for(0, l.rows * l.chunks_per_row, grain,
-                   [&](int64_t b, int64_t e) { fn(a, b, e); });
+  dynamic_for(l.rows * l.chunks_per_row, grain, [&](int64_t b, int64_t e) { fn(a, b, e); });
   const auto t = inputs.scalar_type();
   return {gx.to(t), gs.to(t), gu.to(t)};
 }

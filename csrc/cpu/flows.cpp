@@ -2,7 +2,10 @@
 // names the namespace); the math is csrc/include/genfast/spline.h and
 // coupling.h.
 //
-// The spline works on blocks of L elements held "lanes innermost": each
+// float32 runs the explicit 16-lane code of flows_simd.h (the spline, and the
+// affine coupling for the activations built from exp / log / sigmoid). The
+// generic loops here serve float64 (gradcheck) and the atan / tanh couplings.
+// The generic spline works on blocks of L elements held "lanes innermost": each
 // element's K logits are transposed into [k][lane] arrays, so every loop over
 // bins runs L independent lanes the compiler vectorises (softmax, cumsum, the
 // branch-free bin search as a count of knots passed, the gathers of the bin's
@@ -275,6 +278,9 @@ void rq_backward_range(const RqArgs& a, int64_t begin, int64_t end) {
 
 template <int ACT, bool INV, typename T>
 void affine_forward_tasks(const AffineArgs& a, int64_t begin, int64_t end) {
+  if constexpr (std::is_same_v<T, float> && rqv::affine_simd_ok<ACT>) {
+    return rqv::affine_forward_simd<ACT, INV>(a, begin, end);
+  }
   const T* in = static_cast<const T*>(a.in);
   const T* sh = static_cast<const T*>(a.shift);
   const T* uu = static_cast<const T*>(a.u);
@@ -312,6 +318,9 @@ void affine_forward_tasks(const AffineArgs& a, int64_t begin, int64_t end) {
 
 template <int ACT, bool INV, typename T>
 void affine_backward_tasks(const AffineArgs& a, int64_t begin, int64_t end) {
+  if constexpr (std::is_same_v<T, float> && rqv::affine_simd_ok<ACT>) {
+    return rqv::affine_backward_simd<ACT, INV>(a, begin, end);
+  }
   const T* in = static_cast<const T*>(a.in);
   const T* sh = static_cast<const T*>(a.shift);
   const T* uu = static_cast<const T*>(a.u);

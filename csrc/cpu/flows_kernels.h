@@ -23,6 +23,7 @@ struct RqArgs {
   void* g_uh;
   void* g_ud;
   int64_t num_bins;
+  bool g_out_broadcast, g_lad_broadcast;  // one value for every element (float32 only)
   bool inverse;
   bool linear_tails;
   double left, right, bottom, top;
@@ -50,6 +51,7 @@ struct AffineArgs {
   int act;  // genfast::AffineAct
   double clamp;
   bool inverse;
+  bool g_out_broadcast;  // g_out is one value for every element (float32 only)
 };
 
 // Kernels for one ISA level; each covers elements (spline) or tasks (affine)
