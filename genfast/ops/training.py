@@ -8,10 +8,15 @@ csrc/cuda/training.cu, genfast/triton/training.py.
 Registered ops (namespace ``genfast``; schemas in csrc/bindings/ops.cpp):
 training_add_noise, training_add_noise_seeded, training_add_noise_backward,
 training_diffusion_loss(+_backward), training_kl_divergence(+_backward),
-training_reparameterize(+_backward); the Triton ones carry a ``_triton``
-suffix. Each forward has a fake kernel and a fused backward: for the C++ ops
-a C++ autograd Function (csrc/bindings/training_autograd.cpp, no Python on
-the autograd path), for the Triton ops torch.library.register_autograd.
+training_reparameterize(+_backward), training_reparameterize_sample (z
+alone: the wrappers' op); the Triton ones carry a ``_triton`` suffix. Each
+forward has a fake kernel and a fused backward: for the C++ ops a C++
+autograd Function (csrc/bindings/training_autograd.cpp, no Python on the
+autograd path), for the Triton ops torch.library.register_autograd. On plain
+CPU tensors that autograd's forwards of diffusion_loss, kl_divergence and
+reparameterize_sample write, in the same pass, the gradient for an upstream
+grad of one; the backward hands it on (``loss.backward()``) or scales it in
+place, so it makes no pass over the inputs and allocates nothing.
 
 The wrappers first try a fast path: a few attribute reads confirm the common
 call (a Schedule, a float tensor, one timestep per item of the right dtype, a
