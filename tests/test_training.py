@@ -312,6 +312,59 @@ def test_reparameterize_backward_of_a_sum(backend):
             torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 
 
+# ---------------------------------------------------------------- fused CPU backward
+
+@pytest.mark.skipif("cpu" not in KERNELS, reason="needs the cpu backend")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_cpu_fused_backward(dtype, reduction):
+    """On the CPU the forwards write the gradient for an upstream grad of one
+    and the backward hands it on or scales it: it must equal the backward ops
+    for grads of one and others, with retain_graph (buffers reused twice) and
+    create_graph, and leave the saved buffers alone for a second backward."""
+    _, g = ddpm()
+    t = torch.tensor([0, 500, 999])
+    table = g.table("cpu")
+    r = {"none": 0, "mean": 1, "sum": 2}[reduction]
+    ops = torch.ops.genfast
+    # float16 with a grad other than one: the buffer is rounded, then scaled
+    # and rounded again (up to an ulp or two more than the backward ops)
+    tol = dict(rtol=1e-2, atol=2e-3) if dtype == torch.float16 else dict(rtol=1e-6, atol=1e-7)
+    pred = batch(dtype=dtype).requires_grad_()
+    target = batch(dtype=dtype, seed=1).requires_grad_()
+    mu = batch(dtype=dtype, seed=2).requires_grad_()
+    lv = (batch(dtype=dtype, seed=3) * 20).requires_grad_()  # some outside the clamp
+    for scale in (1.0, -2.5):
+        for retain in (False, True):
+            loss = genfast.diffusion_loss(pred, target, t, g, weighting="min_snr",
+                                          reduction=reduction, backend="cpu")
+            kl = genfast.vae.kl_divergence(mu, lv, reduction=reduction, backend="cpu")
+            z = genfast.vae.reparameterize(mu, lv, seed=5, backend="cpu")
+            gl = torch.full_like(loss, scale)
+            gz = torch.full_like(z, scale).expand_as(z) if scale != 1.0 else torch.ones(()).expand(z.shape)
+            want_p = ops.training_diffusion_loss_backward(gl, pred.detach(), target.detach(), t,
+                                                          table, 0, 1, 0, 5.0, 0.5, r)
+            want_m, want_v = ops.training_kl_divergence_backward(gl, mu.detach(), lv.detach(), r)
+            _, d = ops.training_reparameterize(mu.detach(), lv.detach(), 5, 0, 0)
+            want_v = want_v + ops.training_reparameterize_backward(gz.to(dtype), lv.detach(), d)
+            want_m = want_m + gz.to(dtype)
+            torch.autograd.backward([loss, kl, z], [gl, gl, gz.to(dtype)], retain_graph=retain)
+            if retain:  # a second backward reads the same saved buffers: twice the grads
+                torch.autograd.backward([loss, kl, z], [gl, gl, gz.to(dtype)])
+            k = 2 if retain else 1
+            torch.testing.assert_close(pred.grad, k * want_p, **tol)
+            torch.testing.assert_close(target.grad, -k * want_p, **tol)
+            torch.testing.assert_close(mu.grad, k * want_m, **tol)
+            torch.testing.assert_close(lv.grad, k * want_v, **tol)
+            pred.grad = target.grad = mu.grad = lv.grad = None
+    # create_graph: the first-order grads are the same
+    kl = genfast.vae.kl_divergence(mu, lv, reduction=reduction, backend="cpu")
+    gm, gv = torch.autograd.grad(kl.sum(), (mu, lv), create_graph=True)
+    wm, wv = ops.training_kl_divergence_backward(torch.ones_like(kl), mu.detach(), lv.detach(), r)
+    torch.testing.assert_close(gm, wm, **tol)
+    torch.testing.assert_close(gv, wv, **tol)
+
+
 # ---------------------------------------------------------------- opcheck / compile
 
 def _op_samples(device):
@@ -339,6 +392,7 @@ def _op_samples(device):
         (ops.training_kl_divergence_backward.default, (torch.tensor(1.0, **f), x, y, 1)),
         (ops.training_reparameterize.default, (xr, y2.clone().requires_grad_(), 1, 2, 3)),
         (ops.training_reparameterize_backward.default, (x, y2, y)),
+        (ops.training_reparameterize_sample.default, (xr, y2.clone().requires_grad_(), 1, 2, 3)),
     ]
 
 

@@ -92,6 +92,10 @@ TORCH_LIBRARY(genfast, m) {
   m.def("training_reparameterize(Tensor mu, Tensor logvar, SymInt seed, SymInt stream, "
         "SymInt sample_offset) -> (Tensor, Tensor)");
   m.def("training_reparameterize_backward(Tensor grad, Tensor logvar, Tensor scaled_eps) -> Tensor");
+  // z alone (genfast.vae.reparameterize's op): its autograd keeps the backward's
+  // input private (bindings/training_autograd.cpp).
+  m.def("training_reparameterize_sample(Tensor mu, Tensor logvar, SymInt seed, SymInt stream, "
+        "SymInt sample_offset) -> Tensor");
   // flows: shared/reference/flows.md (rational-quadratic spline, affine / additive
   // coupling). Each backward is its own fused op; autograd is registered in
   // genfast/ops/flows.py.

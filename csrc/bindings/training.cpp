@@ -23,6 +23,8 @@ struct TrainingKernels {
   decltype(&cpu::baseline::add_noise_seeded) add_noise_seeded;
   decltype(&cpu::baseline::sqdiff_partials) sqdiff_partials;
   decltype(&cpu::baseline::kl_partials) kl_partials;
+  decltype(&cpu::baseline::sqdiff_partials_grad) sqdiff_partials_grad;
+  decltype(&cpu::baseline::kl_partials_grad) kl_partials_grad;
   decltype(&cpu::baseline::scaled_diff) scaled_diff;
   decltype(&cpu::baseline::kl_backward) kl_backward;
   decltype(&cpu::baseline::reparameterize) reparameterize;
@@ -32,7 +34,8 @@ struct TrainingKernels {
 #define GENFAST_TRAINING_TABLE(ISA)                                                         \
   TrainingKernels {                                                                        \
     cpu::ISA::affine2, cpu::ISA::add_noise_seeded, cpu::ISA::sqdiff_partials,              \
-        cpu::ISA::kl_partials, cpu::ISA::scaled_diff, cpu::ISA::kl_backward,               \
+        cpu::ISA::kl_partials, cpu::ISA::sqdiff_partials_grad, cpu::ISA::kl_partials_grad,  \
+        cpu::ISA::scaled_diff, cpu::ISA::kl_backward,                                      \
         cpu::ISA::reparameterize, cpu::ISA::reparameterize_backward                        \
   }
 
@@ -196,14 +199,23 @@ ItemLayout reduce_layout(const at::Tensor& x) {
   return {x.size(0), x.size(0) == 0 ? 0 : x.numel() / x.size(0)};
 }
 
-std::vector<double> item_sums(const at::Tensor& a, const at::Tensor& b, int dt, bool kl) {
+// Per-item sums of (a - b)^2 or the KL elements; with `scale`, the pass also
+// writes the gradient for an upstream grad of one (see cpu::ReduceArgs) into
+// out1 (and out2 for the KL).
+std::vector<double> item_sums(const at::Tensor& a, const at::Tensor& b, int dt, bool kl,
+                              const double* scale = nullptr, at::Tensor* out1 = nullptr,
+                              at::Tensor* out2 = nullptr) {
   const ItemLayout l = reduce_layout(a);
   std::vector<double> sums(l.items, 0.0);
   if (l.numel == 0 || l.items == 0) return sums;
   const int64_t chunks = (l.numel + kChunk - 1) / kChunk;
   std::vector<double> partials(l.items * chunks);
-  const cpu::ReduceArgs r{a.data_ptr(), b.data_ptr(), dt, l.numel, kChunk};
-  const auto f = kl ? kernels().kl_partials : kernels().sqdiff_partials;
+  const cpu::ReduceArgs r{a.data_ptr(), b.data_ptr(), dt, l.numel, kChunk,
+                          out1 != nullptr ? out1->data_ptr() : nullptr,
+                          out2 != nullptr ? out2->data_ptr() : nullptr, scale};
+  const TrainingKernels k = kernels();
+  const auto f = scale != nullptr ? (kl ? k.kl_partials_grad : k.sqdiff_partials_grad)
+                                  : (kl ? k.kl_partials : k.sqdiff_partials);
   at::parallel_for(0, l.items * chunks, 1,
                    [&](int64_t j0, int64_t j1) { f(r, partials.data(), j0, j1); });
   for (int64_t i = 0; i < l.items; ++i) {
@@ -244,6 +256,12 @@ std::vector<double> item_grads(const at::Tensor& grad, int64_t items, int64_t re
     s[i] = gi * factor[i] / (reduction == tr::kReduceMean ? (double)items : 1.0);
   }
   return s;
+}
+
+// item_grads for an upstream grad of one.
+std::vector<double> unit_grads(int64_t items, int64_t reduction, std::vector<double> factor) {
+  for (double& f : factor) f = f / (reduction == tr::kReduceMean ? (double)items : 1.0);
+  return factor;
 }
 
 std::vector<double> loss_factors(const char* op, const at::Tensor& pred,
@@ -329,9 +347,10 @@ std::tuple<at::Tensor, at::Tensor> kl_backward_cpu(const at::Tensor& grad, const
   return {gm, gv};
 }
 
-std::tuple<at::Tensor, at::Tensor> reparameterize_cpu(const at::Tensor& mu,
-                                                      const at::Tensor& logvar, int64_t seed,
-                                                      int64_t stream, int64_t sample_offset) {
+std::tuple<at::Tensor, at::Tensor> reparameterize_impl(const at::Tensor& mu,
+                                                       const at::Tensor& logvar, int64_t seed,
+                                                       int64_t stream, int64_t sample_offset,
+                                                       bool jacobian) {
   const int dt = training_dtype_code(mu.scalar_type(), true);
   check_same("reparameterize", mu, "mu", logvar, "logvar");
   const ItemLayout l = item_layout(mu);
@@ -339,12 +358,20 @@ std::tuple<at::Tensor, at::Tensor> reparameterize_cpu(const at::Tensor& mu,
   const at::Tensor m = contig(mu), v = contig(logvar);
   at::Tensor z = at::empty(mu.sizes(), mu.options()), eps = at::empty(mu.sizes(), mu.options());
   if (mu.numel() == 0) return {z, eps};
-  const cpu::ReparamArgs r{m.data_ptr(), v.data_ptr(), z.data_ptr(), eps.data_ptr(), dt, l.numel};
+  const cpu::ReparamArgs r{m.data_ptr(), v.data_ptr(), z.data_ptr(), eps.data_ptr(), dt, l.numel,
+                          jacobian};
   const auto f = kernels().reparameterize;
   at::parallel_for(0, l.items * s.quads_per_item, kQuadGrain,
                    [&](int64_t b, int64_t e) { f(r, s, b, e); });
   return {z, eps};
 }
+
+std::tuple<at::Tensor, at::Tensor> reparameterize_cpu(const at::Tensor& mu,
+                                                      const at::Tensor& logvar, int64_t seed,
+                                                      int64_t stream, int64_t sample_offset) {
+  return reparameterize_impl(mu, logvar, seed, stream, sample_offset, false);
+}
+
 
 at::Tensor reparameterize_backward_cpu(const at::Tensor& grad, const at::Tensor& logvar,
                                        const at::Tensor& eps) {
@@ -365,6 +392,61 @@ at::Tensor reparameterize_backward_cpu(const at::Tensor& grad, const at::Tensor&
 }
 
 }  // namespace
+
+// ------------------------------------------------------------------ fused forward + gradient
+// The CPU autograd's forwards (bindings/training_autograd.cpp) when a gradient
+// is wanted: plain functions, not ops (they run only on plain CPU tensors,
+// outside tracing; the ops above are what torch.compile and the other
+// devices see).
+
+// The loss and, in the same pass, its gradient to pred for an upstream grad
+// of one (diffusion_loss_backward's result for grad = 1, bit for bit): the
+// forward of the CPU autograd, whose backward then only scales it.
+std::tuple<at::Tensor, at::Tensor> diffusion_loss_with_grad_cpu(
+    const at::Tensor& pred, const at::Tensor& target, const at::Tensor& timesteps,
+    const at::Tensor& table, int64_t kind, int64_t weighting, int64_t prediction, double gamma,
+    double sigma_data, int64_t reduction) {
+  const int dt = training_dtype_code(pred.scalar_type(), true);
+  check_same("diffusion_loss", pred, "pred", target, "target");
+  check_reduction("diffusion_loss", reduction);
+  std::vector<double> w = loss_factors("diffusion_loss", pred, timesteps, table, kind, weighting,
+                                       prediction, gamma, sigma_data);
+  const ItemLayout l = reduce_layout(pred);
+  std::vector<double> factor(w);
+  for (double& x : factor) x *= 2.0;
+  const std::vector<double> scale = unit_grads(l.items, reduction, factor);
+  at::Tensor grad = at::empty(pred.sizes(), pred.options());
+  std::vector<double> s = item_sums(contig(pred), contig(target), dt, false, scale.data(), &grad);
+  for (size_t i = 0; i < s.size(); ++i) s[i] *= w[i];
+  return {reduce_items(pred, s, reduction), grad};
+}
+
+// The KL and, in the same pass, its gradients for an upstream grad of one
+// (kl_divergence_backward's for grad = 1, bit for bit; one exp per element).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> kl_with_grad_cpu(const at::Tensor& mu,
+                                                                const at::Tensor& logvar,
+                                                                int64_t reduction) {
+  const int dt = training_dtype_code(mu.scalar_type(), true);
+  check_same("kl_divergence", mu, "mu", logvar, "logvar");
+  check_reduction("kl_divergence", reduction);
+  const ItemLayout l = reduce_layout(mu);
+  const std::vector<double> scale =
+      unit_grads(l.items, reduction, std::vector<double>(l.items, 1.0));
+  at::Tensor gm = at::empty(mu.sizes(), mu.options()), gv = at::empty(mu.sizes(), mu.options());
+  const std::vector<double> sums =
+      item_sums(contig(mu), contig(logvar), dt, true, scale.data(), &gm, &gv);
+  return {reduce_items(mu, sums, reduction), gm, gv};
+}
+
+// reparameterize with dz/dlogvar = d / 2 * [lv inside] (the backward's result
+// for an upstream grad of one) as its second output instead of d.
+std::tuple<at::Tensor, at::Tensor> reparameterize_with_grad_cpu(const at::Tensor& mu,
+                                                                const at::Tensor& logvar,
+                                                                int64_t seed, int64_t stream,
+                                                                int64_t sample_offset) {
+  return reparameterize_impl(mu, logvar, seed, stream, sample_offset, true);
+}
+
 }  // namespace genfast::bindings
 
 TORCH_LIBRARY_IMPL(genfast, CPU, m) {

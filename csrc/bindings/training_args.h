@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <tuple>
 
 namespace genfast::bindings {
 
@@ -86,5 +87,20 @@ inline void check_reduction(const char* op, int64_t reduction) {
   TORCH_CHECK(reduction >= 0 && reduction <= 2, "genfast ", op, ": unknown reduction code ",
               reduction);
 }
+
+// Fused CPU forwards of the training autograd (bindings/training_autograd.cpp,
+// defined in bindings/training.cpp): the value and, in the same pass, the
+// gradient for an upstream grad of one; reparameterize's (z, dz/dlogvar).
+std::tuple<at::Tensor, at::Tensor> diffusion_loss_with_grad_cpu(
+    const at::Tensor& pred, const at::Tensor& target, const at::Tensor& timesteps,
+    const at::Tensor& table, int64_t kind, int64_t weighting, int64_t prediction, double gamma,
+    double sigma_data, int64_t reduction);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> kl_with_grad_cpu(const at::Tensor& mu,
+                                                                const at::Tensor& logvar,
+                                                                int64_t reduction);
+std::tuple<at::Tensor, at::Tensor> reparameterize_with_grad_cpu(const at::Tensor& mu,
+                                                                const at::Tensor& logvar,
+                                                                int64_t seed, int64_t stream,
+                                                                int64_t sample_offset);
 
 }  // namespace genfast::bindings

@@ -23,7 +23,7 @@ namespace genfast::cpu::GENFAST_CPU_ISA {
 namespace {
 
 using training::clamp_logvar;
-using training::exp_f;
+using training::exp_lv;
 using training::logvar_inside;
 
 // Storage type -> compute type: float for fp32 / fp16 / bf16, double for fp64.
@@ -92,9 +92,27 @@ inline void normals(void* dst, int64_t base, int dtype, int64_t numel, const Str
   normal_fill(n, g0, g1);
 }
 
+// z = mu + d over one sub-block, d = exp(clamp(lv) / 2) eps with eps read
+// from `e`, which then receives d (or with JAC, d / 2 * [lv inside]). One
+// pointer reads and writes e, all four restrict: the loop vectorises with
+// no overlap checks (which can send it down the scalar path).
+template <bool JAC, typename T>
+inline void reparam_block(const T* __restrict m, const T* __restrict lv, T* __restrict out,
+                          T* __restrict e, int64_t n) {
+  using A = typename Acc<T>::type;
+  for (int64_t i = 0; i < n; ++i) {
+    const A l = load(lv, i);
+    const A d = exp_lv((A)0.5 * clamp_logvar(l)) * load(e, i);
+    store(out, i, load(m, i) + d);
+    store(e, i, JAC ? (A)0.5 * d * logvar_inside(l) : d);
+  }
+}
+
 // Forward: the stream's normals straight into the second output (rounded to
 // the dtype, as genfast.randn(dtype=...) stores them), then z = mu + d with
 // d = std * eps, and d replaces eps there: the backward then needs no exp.
+// With a.jacobian, dz/dlv = d / 2 * [lv inside] replaces it instead: the
+// backward's result for an upstream grad of one.
 template <typename T>
 void reparam_t(const ReparamArgs& a, const StreamArgs& s, int64_t g0, int64_t g1) {
   using A = typename Acc<T>::type;
@@ -113,16 +131,10 @@ void reparam_t(const ReparamArgs& a, const StreamArgs& s, int64_t g0, int64_t g1
     } else {
       normals(eps, 0, a.dtype, a.numel, s, q0, q1);
     }
-    const int64_t n = e1 - e0;
-    const T* mb = m + e0;
-    const T* lb = lv + e0;
-    const T* eb = eps + e0;
-    T* ob = out + e0;
-    T* db = eps + e0;  // eps is overwritten by std * eps, the backward's input
-    for (int64_t i = 0; i < n; ++i) {
-      const A d = exp_f((A)0.5 * clamp_logvar(load(lb, i))) * load(eb, i);
-      store(ob, i, load(mb, i) + d);
-      store(db, i, d);
+    if (a.jacobian) {
+      reparam_block<true>(m + e0, lv + e0, out + e0, eps + e0, e1 - e0);
+    } else {
+      reparam_block<false>(m + e0, lv + e0, out + e0, eps + e0, e1 - e0);
     }
   }
 }
@@ -170,6 +182,74 @@ void partials_t(const ReduceArgs& a, double* partials, int64_t j0, int64_t j1, c
   }
 }
 
+// The loss's partial sums and, in the same pass, its gradient s (p - t) for an
+// upstream grad of one: the terms, lanes and order of partials_t (the same
+// loss bits) and the expression of scale_t (the same gradient bits).
+template <typename T>
+void sqdiff_grad_t(const ReduceArgs& a, double* partials, int64_t j0, int64_t j1) {
+  using A = typename Acc<T>::type;
+  const T* pa = static_cast<const T*>(a.a);
+  const T* pb = static_cast<const T*>(a.b);
+  T* g = static_cast<T*>(a.out1);
+  const int64_t chunks = (a.numel + a.chunk - 1) / a.chunk;
+  for (int64_t j = j0; j < j1; ++j) {
+    const int64_t item = j / chunks, c = j - item * chunks;
+    const int64_t b = item * a.numel + c * a.chunk;
+    const int64_t n = (c + 1) * a.chunk < a.numel ? a.chunk : a.numel - c * a.chunk;
+    const A s = (A)a.scale[item];
+    A acc[kLanes] = {};
+    int64_t i = b;
+    for (; i + kLanes <= b + n; i += kLanes) {
+      for (int l = 0; l < kLanes; ++l) {
+        const A d = load(pa, i + l) - load(pb, i + l);
+        acc[l] += d * d;
+        store(g, i + l, s * d);
+      }
+    }
+    double total = 0.0;
+    for (; i < b + n; ++i) {
+      const A d = load(pa, i) - load(pb, i);
+      total += (double)(d * d);
+      store(g, i, s * d);
+    }
+    for (int l = 0; l < kLanes; ++l) total += (double)acc[l];
+    partials[j] = total;
+  }
+}
+
+// The KL's partial sums and its gradient (kl_backward's, for a grad of one) in
+// one pass: one exp per element serves both.
+template <typename T>
+void kl_grad_t(const ReduceArgs& a, double* partials, int64_t j0, int64_t j1) {
+  using A = typename Acc<T>::type;
+  const T* pm = static_cast<const T*>(a.a);
+  const T* pl = static_cast<const T*>(a.b);
+  T* gm = static_cast<T*>(a.out1);
+  T* gv = static_cast<T*>(a.out2);
+  const int64_t chunks = (a.numel + a.chunk - 1) / a.chunk;
+  for (int64_t j = j0; j < j1; ++j) {
+    const int64_t item = j / chunks, c = j - item * chunks;
+    const int64_t b = item * a.numel + c * a.chunk;
+    const int64_t n = (c + 1) * a.chunk < a.numel ? a.chunk : a.numel - c * a.chunk;
+    const A s = (A)a.scale[item];
+    const auto elem = [&](int64_t i) {
+      const A mu = load(pm, i), lv = load(pl, i), l = clamp_logvar(lv), e = exp_lv(l);
+      store(gm, i, s * mu);
+      store(gv, i, s * (A)0.5 * (e - (A)1) * logvar_inside(lv));
+      return (A)0.5 * (mu * mu + e - (A)1 - l);  // training::kl_element
+    };
+    A acc[kLanes] = {};
+    int64_t i = b;
+    for (; i + kLanes <= b + n; i += kLanes) {
+      for (int l = 0; l < kLanes; ++l) acc[l] += elem(i + l);
+    }
+    double total = 0.0;
+    for (; i < b + n; ++i) total += (double)elem(i);
+    for (int l = 0; l < kLanes; ++l) total += (double)acc[l];
+    partials[j] = total;
+  }
+}
+
 template <typename T>
 void scale_t(const ScaleArgs& a, int64_t e0, int64_t e1, bool kl) {
   using A = typename Acc<T>::type;
@@ -183,7 +263,7 @@ void scale_t(const ScaleArgs& a, int64_t e0, int64_t e1, bool kl) {
       for (int64_t i = b; i < e; ++i) {
         const A mu = load(pa, i), l = load(pb, i);
         store(o1, i, s * mu);
-        store(o2, i, s * (A)0.5 * (exp_f(clamp_logvar(l)) - (A)1) * logvar_inside(l));
+        store(o2, i, s * (A)0.5 * (exp_lv(clamp_logvar(l)) - (A)1) * logvar_inside(l));
       }
     } else if (o2 != nullptr) {
       for (int64_t i = b; i < e; ++i) {
@@ -216,6 +296,14 @@ void kl_partials(const ReduceArgs& a, double* partials, int64_t j0, int64_t j1) 
     partials_t<GENFAST_T>(a, partials, j0, j1,
                           [](auto mu, auto lv) { return training::kl_element(mu, lv); });
   });
+}
+
+void sqdiff_partials_grad(const ReduceArgs& a, double* partials, int64_t j0, int64_t j1) {
+  dispatch<true>(a.dtype, [&](auto* tag) { sqdiff_grad_t<GENFAST_T>(a, partials, j0, j1); });
+}
+
+void kl_partials_grad(const ReduceArgs& a, double* partials, int64_t j0, int64_t j1) {
+  dispatch<true>(a.dtype, [&](auto* tag) { kl_grad_t<GENFAST_T>(a, partials, j0, j1); });
 }
 
 void scaled_diff(const ScaleArgs& a, int64_t e0, int64_t e1) {

@@ -29,13 +29,20 @@ struct StreamArgs {
   uint32_t k0, k1, stream, sample_offset;
 };
 
-// (p - t)^2 or the KL element summed over one chunk of one item.
+// (p - t)^2 or the KL element summed over one chunk of one item. The *_grad
+// kernels also write, in the same pass, the gradient for an upstream grad of
+// one with the per-item `scale` (the loss: out1 = s (p - t); the KL:
+// out1 = s mu, out2 = s (exp(clamp lv) - 1) / 2 * [lv inside]), so the
+// backward has no pass of its own (see bindings/training_autograd.cpp).
 struct ReduceArgs {
   const void* a;
   const void* b;
   int dtype;
   int64_t numel;
   int64_t chunk;  // elements per task; task j: item j / chunks, chunk j % chunks
+  void* out1 = nullptr;
+  void* out2 = nullptr;
+  const double* scale = nullptr;
 };
 
 // Elementwise backward with a per-item scale s:
@@ -52,7 +59,8 @@ struct ScaleArgs {
 };
 
 // reparameterize: z = mu + d, d = exp(clamp(lv) / 2) eps with eps from the
-// stream (forward, over quads; d is written to `eps` for the backward);
+// stream (forward, over quads; d is written to `eps` for the backward, or
+// with `jacobian` set dz/dlv = d / 2 * [lv inside] instead);
 // backward g_lv = g d / 2 * inside (over elements; numel < 0 there: g is one
 // value for every element, as the expanded grad of a sum).
 struct ReparamArgs {
@@ -62,6 +70,7 @@ struct ReparamArgs {
   void* eps;
   int dtype;
   int64_t numel;
+  bool jacobian = false;
 };
 
 #define GENFAST_DECLARE_TRAINING_KERNELS(ISA)                                                  \
@@ -73,6 +82,10 @@ struct ReparamArgs {
   void sqdiff_partials(const ReduceArgs& a, double* partials, int64_t task_begin,             \
                        int64_t task_end);                                                      \
   void kl_partials(const ReduceArgs& a, double* partials, int64_t task_begin, int64_t task_end); \
+  void sqdiff_partials_grad(const ReduceArgs& a, double* partials, int64_t task_begin,        \
+                            int64_t task_end);                                                 \
+  void kl_partials_grad(const ReduceArgs& a, double* partials, int64_t task_begin,            \
+                        int64_t task_end);                                                     \
   void scaled_diff(const ScaleArgs& a, int64_t e_begin, int64_t e_end);                        \
   void kl_backward(const ScaleArgs& a, int64_t e_begin, int64_t e_end);                        \
   void reparameterize(const ReparamArgs& a, const StreamArgs& s, int64_t quad_begin,          \

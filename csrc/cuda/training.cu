@@ -160,7 +160,7 @@ reduce_backward_kernel(const float* g, const T* a, const T* b, T* o1, T* o2, int
     const float av = ld(a, i), bv = ld(b, i);
     if (kl) {
       st(o1, i, sf * av);
-      st(o2, i, sf * 0.5f * (tr::exp_f(tr::clamp_logvar(bv)) - 1.0f) * tr::logvar_inside(bv));
+      st(o2, i, sf * 0.5f * (tr::exp_lv(tr::clamp_logvar(bv)) - 1.0f) * tr::logvar_inside(bv));
     } else {
       st(o1, i, sf * (av - bv));
     }
@@ -182,7 +182,7 @@ reparam_kernel(const T* mu, const T* lv, T* z, T* eps, int64_t total_quads, int6
     for (int j = 0; j < 4; ++j) {
       if (j < left) {
         // d = std * eps (eps rounded to the dtype first, as genfast.randn stores it)
-        const float d = tr::exp_f(0.5f * tr::clamp_logvar(ld(lv, base + j))) * rounded(n[j], eps);
+        const float d = tr::exp_lv(0.5f * tr::clamp_logvar(ld(lv, base + j))) * rounded(n[j], eps);
         st(eps, base + j, d);
         st(z, base + j, ld(mu, base + j) + d);
       }

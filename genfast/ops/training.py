@@ -8,10 +8,15 @@ csrc/cuda/training.cu, genfast/triton/training.py.
 Registered ops (namespace ``genfast``; schemas in csrc/bindings/ops.cpp):
 training_add_noise, training_add_noise_seeded, training_add_noise_backward,
 training_diffusion_loss(+_backward), training_kl_divergence(+_backward),
-training_reparameterize(+_backward); the Triton ones carry a ``_triton``
-suffix. Each forward has a fake kernel and a fused backward: for the C++ ops
-a C++ autograd Function (csrc/bindings/training_autograd.cpp, no Python on
-the autograd path), for the Triton ops torch.library.register_autograd.
+training_reparameterize(+_backward), training_reparameterize_sample (z
+alone: the wrappers' op); the Triton ones carry a ``_triton`` suffix. Each
+forward has a fake kernel and a fused backward: for the C++ ops a C++
+autograd Function (csrc/bindings/training_autograd.cpp, no Python on the
+autograd path), for the Triton ops torch.library.register_autograd. On plain
+CPU tensors that autograd's forwards of diffusion_loss, kl_divergence and
+reparameterize_sample write, in the same pass, the gradient for an upstream
+grad of one; the backward hands it on (``loss.backward()``) or scales it in
+place, so it makes no pass over the inputs and allocates nothing.
 
 The wrappers first try a fast path: a few attribute reads confirm the common
 call (a Schedule, a float tensor, one timestep per item of the right dtype, a
@@ -98,6 +103,11 @@ if CPU_LIB.loaded:
     @torch.library.register_fake("genfast::training_reparameterize_backward")
     def _(grad, logvar, eps):
         return _like(grad)
+
+    if hasattr(torch.ops.genfast, "training_reparameterize_sample"):
+        @torch.library.register_fake("genfast::training_reparameterize_sample")
+        def _(mu, logvar, seed, stream, sample_offset):
+            return _like(mu)
 
 
 # ---------------------------------------------------------------- autograd (fused backward ops)
@@ -192,6 +202,15 @@ if CPU_LIB.loaded:
     _ADD_NOISE, _ADD_NOISE_SEEDED = CPP_OPS["add_noise"], CPP_OPS["add_noise_seeded"]
     _DIFFUSION_LOSS = CPP_OPS["diffusion_loss"]
     _KL, _REPARAM = CPP_OPS["kl_divergence"], CPP_OPS["reparameterize"]
+    # z alone: its C++ autograd keeps what the backward needs private (on the
+    # CPU the forward's pass writes dz/dlogvar itself; see
+    # csrc/bindings/training_autograd.cpp). Absent from older builds.
+    if hasattr(torch.ops.genfast, "training_reparameterize_sample"):
+        CPP_OPS["reparameterize_sample"] = torch.ops.genfast.training_reparameterize_sample.default
+        _REPARAM_Z = CPP_OPS["reparameterize_sample"]
+    else:
+        def _REPARAM_Z(*args):
+            return _REPARAM(*args)[0]
 
 
 def _triton_ops():
@@ -495,8 +514,7 @@ def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, *, seed: int, stream:
             and isinstance(logvar, torch.Tensor) and mu.dim() >= 2 and 0 <= sample_offset
             and sample_offset + mu.shape[0] <= U32 and logvar.dtype == mu.dtype
             and logvar.shape == mu.shape and _fast(backend, mu)):
-        return _REPARAM(mu, logvar, seed - U64 if seed >= I63 else seed, stream,
-                        sample_offset)[0]
+        return _REPARAM_Z(mu, logvar, seed - U64 if seed >= I63 else seed, stream, sample_offset)
     _check_tensor("mu", mu)
     _check_pair("mu", mu, "logvar", logvar)
     seed = _uint("seed", seed, U64)
@@ -507,6 +525,8 @@ def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, *, seed: int, stream:
         eps = _noise.randn(mu.shape, seed=seed, stream=stream, sample_offset=sample_offset,
                            dtype=_noise_dtype(mu.dtype), device=mu.device, backend="reference")
         return _ref.reparameterize(mu, logvar, eps.to(mu.dtype))
+    if "reparameterize_sample" in ops:
+        return ops["reparameterize_sample"](mu, logvar, as_int64_bits(seed), stream, sample_offset)
     return ops["reparameterize"](mu, logvar, as_int64_bits(seed), stream, sample_offset)[0]
 
 

@@ -66,6 +66,27 @@ GENFAST_HD float exp_f(float x) {
 }
 GENFAST_HD double exp_f(double x) { return exp(x); }
 
+// exp_f for the clamped log-variances of the VAE ops (|x| <= 30): the same
+// reduction and polynomial, minus what that range never needs (the outer
+// clamps, 2^n in two halves): 2^n goes straight into y's exponent bits, y in
+// [0.7, 1.42] and n in [-44, 29] staying far from the subnormals. A fifth
+// fewer operations in the three passes over 1M elements that each need one.
+GENFAST_HD float exp_lv(float x) {
+  const float n = round_small(x * 1.44269504088896341f);
+  float r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  const float z = r * r;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const float y = (p * z + r) + 1.0f;
+  return bits_f32(f32_bits(y) + ((uint32_t)(int32_t)n << 23));
+}
+GENFAST_HD double exp_lv(double x) { return exp(x); }
+
 // x_t = a x0 + b eps; target = c x0 + d eps.
 struct NoiseCoefs {
   double a, b, c, d;
@@ -182,7 +203,7 @@ GENFAST_HD A logvar_inside(A lv) {
 template <typename A>
 GENFAST_HD A kl_element(A mu, A lv) {
   const A l = clamp_logvar(lv);
-  return (A)0.5 * (mu * mu + exp_f(l) - (A)1 - l);
+  return (A)0.5 * (mu * mu + exp_lv(l) - (A)1 - l);
 }
 
 // ---------------------------------------------------------------- storage
