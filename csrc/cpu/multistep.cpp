@@ -23,6 +23,10 @@
 
 #include <type_traits>
 
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
+
 #include "genfast/convert.h"
 #include "genfast/multistep.h"
 #include "genfast/training.h"  // f16 / bf16 loads
@@ -32,6 +36,11 @@
 #ifndef GENFAST_CPU_ISA
 #error "GENFAST_CPU_ISA must name the ISA level this file is compiled for"
 #endif
+
+// The 8-lane type passes through functions of this file only (internal
+// linkage, inlined): the baseline level's note that its ABI differs from an
+// AVX build's concerns no caller.
+#pragma GCC diagnostic ignored "-Wpsabi"
 
 namespace genfast::cpu::GENFAST_CPU_ISA {
 namespace {
@@ -49,13 +58,27 @@ inline V ld(const float* p) {
   memcpy(&r, p, sizeof r);
   return r;
 }
-template <typename V>
-inline void st(float* p, V v) { memcpy(p, &v, sizeof v); }
+template <typename V, bool NTS = false>
+inline void st(float* p, V v) {
+#if defined(__SSE2__)
+  if constexpr (NTS && std::is_same_v<V, vf>) {  // p 32-byte aligned (the binding checks)
+#if defined(__AVX__)
+    _mm256_stream_ps(p, (__m256)v);
+#else
+    _mm_stream_ps(p, __m128{v[0], v[1], v[2], v[3]});
+    _mm_stream_ps(p + 4, __m128{v[4], v[5], v[6], v[7]});
+#endif
+    return;
+  }
+#endif
+  memcpy(p, &v, sizeof v);
+}
 
 // The read terms of one step, in the order the sums take them: pointer,
 // coefficient in out, coefficient in xc.
 struct Terms {
   int n;
+  bool p_read;  // P is one of the terms
   const float* p[kMaxTerms];
   float ko[kMaxTerms], kc[kMaxTerms];
 };
@@ -65,7 +88,7 @@ struct Terms {
 //   out = ax x + ad D + sum ko_j t_j;  xc = cs x + cd D + sum kc_j t_j
 // d, xc, x0: null = not written. Vector and scalar tail do the same
 // operations in the same order.
-template <typename V, bool CFG, int NT>
+template <typename V, bool CFG, int NT, bool NTS>
 inline void one(const float* x, const float* c, const float* u, V g, V r, const Terms& t,
                 const V* ko, const V* kc, V px, V pm, V ax, V ad, V cs, V cd, int64_t i,
                 float* out, float* d, float* xc, float* x0) {
@@ -88,13 +111,18 @@ inline void one(const float* x, const float* c, const float* u, V g, V r, const 
     for (int j = 0; j < NT; ++j) q = q + kc[j] * tv[j];
   }
   // every load above, every store below: D may overwrite h2, xc P
-  st<V>(out + i, o);
-  if (d != nullptr) st<V>(d + i, dv);
-  if (x0 != nullptr) st<V>(x0 + i, dv);
-  if (xc != nullptr) st<V>(xc + i, q);
+  st<V, NTS>(out + i, o);
+  if (d != nullptr) st<V, NTS>(d + i, dv);
+  if (x0 != nullptr) st<V, NTS>(x0 + i, dv);
+  if (xc != nullptr) {
+    // P read and rewritten: its lines are cached already, a streamed store
+    // would evict them
+    if (t.p_read) st<V, false>(xc + i, q);
+    else st<V, NTS>(xc + i, q);
+  }
 }
 
-template <bool CFG, int NT>
+template <bool CFG, int NT, bool NTS>
 void fused(int64_t n, const float* x, const float* c, const float* u, float g, float r,
            const Terms& t, const multistep::CoefsF& k, float* out, float* d, float* xc,
            float* x0) {
@@ -106,28 +134,36 @@ void fused(int64_t n, const float* x, const float* c, const float* u, float g, f
   }
   int64_t i = 0;
   for (; i + W <= n; i += W) {
-    one<vf, CFG, NT>(x, c, u, splat(g), splat(r), t, kov, kcv, splat(k.px), splat(k.pm),
+    one<vf, CFG, NT, NTS>(x, c, u, splat(g), splat(r), t, kov, kcv, splat(k.px), splat(k.pm),
                      splat(k.ax), splat(k.ad), splat(k.cs), splat(k.cd), i, out, d, xc, x0);
   }
   for (; i < n; ++i) {
-    one<float, CFG, NT>(x, c, u, g, r, t, kos, kcs, k.px, k.pm, k.ax, k.ad, k.cs, k.cd, i, out,
+    one<float, CFG, NT, false>(x, c, u, g, r, t, kos, kcs, k.px, k.pm, k.ax, k.ad, k.cs, k.cd, i, out,
                         d, xc, x0);
   }
+#if defined(__SSE2__)
+  if constexpr (NTS) _mm_sfence();  // the streamed stores are visible before the op returns
+#endif
 }
 
 using FusedFn = void (*)(int64_t, const float*, const float*, const float*, float, float,
                          const Terms&, const multistep::CoefsF&, float*, float*, float*, float*);
 
-template <bool CFG>
+template <bool CFG, bool NTS>
 FusedFn fused_for(int nt) {
   switch (nt) {
-    case 0: return fused<CFG, 0>;
-    case 1: return fused<CFG, 1>;
-    case 2: return fused<CFG, 2>;
-    case 3: return fused<CFG, 3>;
-    case 4: return fused<CFG, 4>;
-    default: return fused<CFG, 5>;
+    case 0: return fused<CFG, 0, NTS>;
+    case 1: return fused<CFG, 1, NTS>;
+    case 2: return fused<CFG, 2, NTS>;
+    case 3: return fused<CFG, 3, NTS>;
+    case 4: return fused<CFG, 4, NTS>;
+    default: return fused<CFG, 5, NTS>;
   }
+}
+
+FusedFn fused_for(bool cfg, bool nts, int nt) {
+  if (nts) return cfg ? fused_for<true, true>(nt) : fused_for<false, true>(nt);
+  return cfg ? fused_for<true, false>(nt) : fused_for<false, false>(nt);
 }
 
 template <typename T>
@@ -149,6 +185,7 @@ void apply_t(const MultistepArgs& a, const StreamArgs& s, int64_t item, int64_t 
   const T* base[kMaxTerms];
   Terms t;
   t.n = 0;
+  t.p_read = a.read_p;
   T* state = static_cast<T*>(a.state);
   const int64_t item0 = item * a.numel;
   int z_term = -1;
@@ -169,7 +206,8 @@ void apply_t(const MultistepArgs& a, const StreamArgs& s, int64_t item, int64_t 
     t.ko[t.n] = a.k.az; t.kc[t.n] = 0.0f;
     ++t.n;
   }
-  const FusedFn run = cfg ? fused_for<true>(t.n) : fused_for<false>(t.n);
+  // streaming stores: float32 only (the half types store from L1 blocks)
+  const FusedFn run = fused_for(cfg, kF32 && a.stream_stores, t.n);
   const T* xs = static_cast<const T*>(a.x) + item0;
   const T* cs = static_cast<const T*>(a.c) + item0;
   const T* us = cfg ? static_cast<const T*>(a.u) + item0 : nullptr;
