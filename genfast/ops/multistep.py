@@ -121,7 +121,7 @@ def _fast_codes(plan, key):
     sampler = _ref.SAMPLERS.get(plan.sampler, -1)
     pred = (3 if plan.options.get("_flow") else 0) if prediction_type is None else \
         _PRED.get(prediction_type, -1)
-    if sampler < 0 or pred < 0 or type(return_x0) is not bool:
+    if sampler < 0 or pred < 0:
         hit = (-1, 0, 0, None, False, ())
     else:
         draws = sampler == 0 and plan.options.get("algorithm_type") == "sde-dpmsolver++"
@@ -185,7 +185,8 @@ def step(plan: SamplingPlan, index, model_output: torch.Tensor, sample: torch.Te
             and type(state) is StepState and state.sampler == plan.sampler
             and 0 <= index < plan.num_steps and (seed is None or type(seed) is int)
             and (prediction_type is None or type(prediction_type) is str)
-            and _CPP_CALL is not None and not torch.compiler.is_compiling()):
+            and type(return_x0) is bool and _CPP_CALL is not None
+            and not torch.compiler.is_compiling()):
         cache = plan.__dict__.get("_genfast_multistep_fast")
         key = (prediction_type, return_x0)
         fast = cache.get(key) if cache is not None else None
@@ -193,8 +194,7 @@ def step(plan: SamplingPlan, index, model_output: torch.Tensor, sample: torch.Te
             fast = _fast_codes(plan, key)
         sampler, pred, flags, params, draws, two = fast
         if (sampler >= 0 and (stage == 0 or (stage == 1 and two and two[index]))
-                and (seed is None or 0 <= seed < U64) and (seed is not None or not draws)
-                and isinstance(sample, torch.Tensor)):
+                and (seed is None or 0 <= seed < U64) and (seed is not None or not draws)):
             bits = 0
             if draws:
                 flags |= _rs.NOISE_SEEDED
