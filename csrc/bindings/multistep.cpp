@@ -8,6 +8,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
 #include <vector>
 
 #include "bindings/multistep_args.h"
@@ -168,10 +169,18 @@ std::tuple<at::Tensor, at::Tensor> multistep_step_cpu(
       f(a, s, item, e0, std::min(e0 + kTask, l.numel));
     }
   };
-  if (N * l.numel < kSerialElems) {
-    run(0, N * per);
+  const int64_t tasks = N * per;
+  const int64_t threads = std::min<int64_t>(at::get_num_threads(), tasks);
+  if (N * l.numel < kSerialElems || threads < 2) {
+    run(0, tasks);
   } else {
-    at::parallel_for(0, N * per, 1, run);
+    // Tasks claimed one at a time, not split in fixed halves: on a busy
+    // machine a thread that gets its core late finds the work done by the
+    // others instead of holding the whole step up by a scheduler slice.
+    std::atomic<int64_t> next{0};
+    at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
+      for (int64_t j = next.fetch_add(1); j < tasks; j = next.fetch_add(1)) run(j, j + 1);
+    });
   }
   return {prev, x0};
 }
