@@ -132,14 +132,20 @@ void fused(int64_t n, const float* x, const float* c, const float* u, float g, f
     kov[j] = splat(t.ko[j]); kcv[j] = splat(t.kc[j]);
     kos[j] = t.ko[j]; kcs[j] = t.kc[j];
   }
+  // locals, not reads of k in the loop: a float store may alias k's floats,
+  // so the compiler would reload and re-broadcast them every vector
+  const multistep::CoefsF kl = k;
+  Terms tl = t;
+  const vf gv = splat(g), rv = splat(r), px = splat(kl.px), pm = splat(kl.pm);
+  const vf ax = splat(kl.ax), ad = splat(kl.ad), cs = splat(kl.cs), cd = splat(kl.cd);
   int64_t i = 0;
   for (; i + W <= n; i += W) {
-    one<vf, CFG, NT, NTS>(x, c, u, splat(g), splat(r), t, kov, kcv, splat(k.px), splat(k.pm),
-                     splat(k.ax), splat(k.ad), splat(k.cs), splat(k.cd), i, out, d, xc, x0);
+    one<vf, CFG, NT, NTS>(x, c, u, gv, rv, tl, kov, kcv, px, pm, ax, ad, cs, cd, i, out, d, xc,
+                          x0);
   }
   for (; i < n; ++i) {
-    one<float, CFG, NT, false>(x, c, u, g, r, t, kos, kcs, k.px, k.pm, k.ax, k.ad, k.cs, k.cd, i, out,
-                        d, xc, x0);
+    one<float, CFG, NT, false>(x, c, u, g, r, tl, kos, kcs, kl.px, kl.pm, kl.ax, kl.ad, kl.cs,
+                               kl.cd, i, out, d, xc, x0);
   }
 #if defined(__SSE2__)
   if constexpr (NTS) _mm_sfence();  // the streamed stores are visible before the op returns
