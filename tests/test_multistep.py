@@ -189,6 +189,36 @@ def test_unipc_bh1_last_step_nan():
     assert float(last[plan.col["c_x"]]) == 0.0 and float(last[plan.col["c_d0"]]) == 1.0
 
 
+EVERY_COUNT = [
+    ("dpmpp", diffusers.DPMSolverMultistepScheduler, dict(solver_order=2)),
+    ("dpmpp", diffusers.DPMSolverMultistepScheduler, dict(solver_order=2, use_karras_sigmas=True)),
+    ("unipc", diffusers.UniPCMultistepScheduler, dict(solver_order=2, solver_type="bh2")),
+]
+
+
+@pytest.mark.parametrize("case", EVERY_COUNT,
+                         ids=lambda c: f"{c[0]}-{'-'.join(map(str, c[2].values()))}")
+def test_every_step_count_matches_diffusers(case):
+    """Every step count 1..50 (the issue's range; the tests above sample it):
+    the order warm-up, the lower-order final steps and the plan's last rows
+    differ with n. DPM++ 2M (default and Karras sigmas) and UniPC bh2, the
+    front ends' defaults, on a small latent, every backend here against one
+    diffusers loop per count; the tolerance of the loops above."""
+    sampler, cls, cfg = case
+    x = latent(1, (4, 4, 4), seed=3)
+    for n in range(1, 51):
+        d = cls(**SD, **cfg)
+        d.set_timesteps(n)
+        plan = S.from_config(d.config).plan(n, sampler=sampler, **_plan_opts(cfg))
+        want = diffusers_loop(d, x)
+        scale = max(float(want.abs().max()), 1.0)
+        for backend in BACKENDS:
+            got = genfast_loop(plan, x, backend)
+            assert torch.isfinite(got).all(), f"{backend}, {n} steps"
+            torch.testing.assert_close(got, want, rtol=0, atol=2e-4 * scale,
+                                       msg=lambda m: f"{backend}, {n} steps: {m}")
+
+
 HEUN = [dict(), dict(use_karras_sigmas=True), dict(prediction_type="v_prediction"),
         dict(timestep_spacing="trailing"), dict(prediction_type="sample")]
 
@@ -324,6 +354,33 @@ def test_kernel_matches_reference(backend, dtype, case):
 
 
 RM_PRED = {"epsilon": 0, "v_prediction": 1, "sample": 2, "flow": 3}
+
+
+@pytest.mark.parametrize("backend", KERNELS)
+@pytest.mark.parametrize("case", [("dpmpp", {}), ("unipc", {}), ("heun", {}),
+                                  ("dpmpp", {"algorithm_type": "sde-dpmsolver++"})],
+                         ids=lambda c: "-".join([c[0], *map(str, c[1].values())]))
+def test_large_step_equals_item_by_item(backend, case):
+    """A float32 step over 16 MB or more streams its outputs past the cache
+    (csrc/bindings/multistep.cpp): the same bits as the cached stores of one
+    item at a time, outputs and history alike."""
+    sampler, opts = case
+    plan = S.from_config(SD).plan(4, sampler=sampler, **opts)
+    n, shape = 16, (4, 128, 128)  # 1M elements: 4 MB per stream
+    big = genfast.steps.new_state(plan, latent(n, shape))
+    small = [genfast.steps.new_state(plan, latent(1, shape)) for _ in range(n)]
+    for i in range(3):
+        for k in range(plan.stages(i)):
+            x, mo = latent(n, shape, seed=10 + i), latent(n, shape, seed=30 + i)
+            got = genfast.steps.step(plan, i, mo, x, state=big, stage=k, seed=5,
+                                     backend=backend)
+            for b in range(n):
+                want = genfast.steps.step(plan, i, mo[b:b + 1], x[b:b + 1], state=small[b],
+                                          stage=k, seed=5, sample_offset=b, backend=backend)
+                assert torch.equal(got.prev_sample[b:b + 1], want.prev_sample)
+                assert torch.equal(got.pred_original_sample[b:b + 1],
+                                   want.pred_original_sample)
+                assert torch.equal(big.buffer[:, b:b + 1], small[b].buffer)
 
 
 # ---------------------------------------------------------------- state, stages, noise

@@ -8,6 +8,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
 #include <vector>
 
 #include "bindings/multistep_args.h"
@@ -32,8 +33,19 @@ ApplyFn apply_kernel() {
   }
 }
 
-constexpr int64_t kTask = 4096;    // elements per task (a multiple of 4: noise quads)
-constexpr int64_t kTaskGrain = 4;  // 16K elements: below that one thread is faster
+constexpr int64_t kTask = 4096;  // elements per task (a multiple of 8: noise quads, lanes)
+// Below this many elements the step runs on the calling thread: waking the
+// pool costs more than a second core saves (a 1x4x64x64 latent takes a few
+// microseconds), and a busy machine may not hand the second thread out at all.
+constexpr int64_t kSerialElems = 32768;
+constexpr int64_t kSmallItems = 16;
+// A step that moves more than this streams its float32 outputs past the
+// caches (non-temporal stores): half of a 32 MB last-level cache, which the
+// inputs it reads keep then, while the write-allocate reads of the outputs
+// (a fifth to a third of the traffic) are saved; the next reader of an
+// output is a step later, past a model evaluation that has evicted it
+// anyway. Below, the outputs stay cached for whoever reads them next.
+constexpr int64_t kStreamBytes = int64_t{16} << 20;  // per-item guidance on the stack up to this batch
 
 int64_t read_index(const at::Tensor& index) {
   switch (index.scalar_type()) {
@@ -61,7 +73,8 @@ std::tuple<at::Tensor, at::Tensor> multistep_step_cpu(
   const int64_t rows = plan.size(0);
   TORCH_CHECK_INDEX(i >= 0 && i < rows, "genfast multistep: step index ", i,
                     " is past the plan (it has ", rows, " steps: 0..", rows - 1, ")");
-  const at::Tensor tab = plan.contiguous(), stab = stage_plan.contiguous();
+  const at::Tensor tab = plan.is_contiguous() ? plan : plan.contiguous();
+  const at::Tensor stab = stage_plan.is_contiguous() ? stage_plan : stage_plan.contiguous();
   const double* row = tab.data_ptr<double>() + i * st::kPlanCols;
   const double* srow = stab.data_ptr<double>() + i * ms::kStageCols;
   TORCH_CHECK_VALUE(stage == 0 || srow[ms::kSStages] == 2.0, "genfast multistep: step ", i,
@@ -108,16 +121,39 @@ std::tuple<at::Tensor, at::Tensor> multistep_step_cpu(
   a.k = ms::to_float(k);
   a.seeded = seeded;
   a.noise = draws;
+  {
+    int streams = 2 + (cfg ? 1 : 0) + (a.read_p ? 1 : 0) + (a.z != nullptr ? 1 : 0) + 1 +
+                  (a.d_slot >= 0 ? 1 : 0) + (a.write_p ? 1 : 0) + (a.x0 != nullptr ? 1 : 0);
+    for (int j = 0; j < 3; ++j) streams += a.h_slot[j] >= 0 ? 1 : 0;
+    const auto aligned = [](const void* p) { return (reinterpret_cast<uintptr_t>(p) & 31) == 0; };
+    // stage 0 of heun / dpm_2 hands its sample and P to the stage-1 call
+    // right after one model evaluation: those stay cached
+    a.stream_stores = !(sampler >= ms::kHeun && stage == 0) &&
+                      sample.scalar_type() == at::kFloat && l.numel % 8 == 0 &&
+                      streams * N * l.numel * esize >= kStreamBytes && aligned(a.prev) &&
+                      (a.x0 == nullptr || aligned(a.x0)) && aligned(a.state);
+  }
 
-  std::vector<float> g(N, (float)params[ms::kGuidanceScale]), r(N, 1.0f);
+  float g_small[kSmallItems], r_small[kSmallItems];
+  std::vector<float> g_big, r_big;
+  float* g = g_small;
+  float* r = r_small;
+  if (N > kSmallItems) {
+    g_big.resize(N);
+    r_big.resize(N);
+    g = g_big.data();
+    r = r_big.data();
+  }
+  std::fill(g, g + N, (float)params[ms::kGuidanceScale]);
+  std::fill(r, r + N, 1.0f);
   if (flags & st::kGuidanceTensor) {
     const at::Tensor gt = guidance->contiguous();
     const float* gp = gt.data_ptr<float>();
-    std::copy(gp, gp + N, g.begin());
-    std::copy(gp + N, gp + 2 * N, r.begin());
+    std::copy(gp, gp + N, g);
+    std::copy(gp + N, gp + 2 * N, r);
   }
-  a.g = g.data();
-  a.r = r.data();
+  a.g = g;
+  a.r = r;
   constexpr int64_t k32 = int64_t{1} << 32;
   const uint64_t sd = static_cast<uint64_t>(seed);
   const cpu::StreamArgs s{(l.numel + 3) / 4, static_cast<uint32_t>(sd),
@@ -126,13 +162,26 @@ std::tuple<at::Tensor, at::Tensor> multistep_step_cpu(
                           static_cast<uint32_t>(sample_offset)};
   const ApplyFn f = apply_kernel();
   const int64_t per = (l.numel + kTask - 1) / kTask;
-  at::parallel_for(0, N * per, kTaskGrain, [&](int64_t j0, int64_t j1) {
+  const auto run = [&](int64_t j0, int64_t j1) {
     for (int64_t j = j0; j < j1; ++j) {
       const int64_t item = j / per, t = j - item * per;
       const int64_t e0 = t * kTask;
       f(a, s, item, e0, std::min(e0 + kTask, l.numel));
     }
-  });
+  };
+  const int64_t tasks = N * per;
+  const int64_t threads = std::min<int64_t>(at::get_num_threads(), tasks);
+  if (N * l.numel < kSerialElems || threads < 2) {
+    run(0, tasks);
+  } else {
+    // Tasks claimed one at a time, not split in fixed halves: on a busy
+    // machine a thread that gets its core late finds the work done by the
+    // others instead of holding the whole step up by a scheduler slice.
+    std::atomic<int64_t> next{0};
+    at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
+      for (int64_t j = next.fetch_add(1); j < tasks; j = next.fetch_add(1)) run(j, j + 1);
+    });
+  }
   return {prev, x0};
 }
 

@@ -29,6 +29,10 @@ struct MultistepArgs {
   multistep::CoefsF k;
   bool seeded;       // z from the stream
   bool noise;        // z contributes
+  // float32 outputs with non-temporal stores (every output 32-byte aligned,
+  // numel a multiple of 8): a step whose streams outgrow the last-level
+  // cache saves the write-allocate reads and keeps its inputs cached
+  bool stream_stores;
 };
 
 #define GENFAST_DECLARE_MULTISTEP_KERNELS(ISA)                                            \

@@ -45,6 +45,11 @@ def _cpp_op():
 
 
 _CPP_OP = _cpp_op()
+# its C++ callable: what OpOverload.__call__ forwards to, minus that Python
+# frame (the eager fast path only; dynamo traces the OpOverload)
+_CPP_CALL = _CPP_OP._op if _CPP_OP is not None else None
+_KERNEL_OF = {"cpu": 1, "cuda": 1}
+_new_output = tuple.__new__
 
 if _CPP_OP is not None:
     @torch.library.register_fake("genfast::multistep_step")
@@ -107,6 +112,25 @@ def _bad_state(state, plan, sample):
     return None
 
 
+def _fast_codes(plan, key):
+    """(sampler, pred, flags, params, draws, stage-1 steps) of the fast path for
+    ``plan`` and (prediction_type, return_x0); sampler -1: not for the fast
+    path (the full checks then raise or handle it). Cached on the plan."""
+    prediction_type, return_x0 = key
+    cache = plan.__dict__.setdefault("_genfast_multistep_fast", {})
+    sampler = _ref.SAMPLERS.get(plan.sampler, -1)
+    pred = (3 if plan.options.get("_flow") else 0) if prediction_type is None else \
+        _PRED.get(prediction_type, -1)
+    if sampler < 0 or pred < 0:
+        hit = (-1, 0, 0, None, False, ())
+    else:
+        draws = sampler == 0 and plan.options.get("algorithm_type") == "sde-dpmsolver++"
+        two = tuple(plan.stages(i) == 2 for i in range(plan.num_steps)) if sampler >= 2 else ()
+        hit = (sampler, pred, _rs.WANT_X0 if return_x0 else 0, [0.0, 0.0], draws, two)
+    cache[key] = hit
+    return hit
+
+
 def _guidance_tensor(model_output, uncond, guidance_scale, rescale, n, dev):
     """(2, N) float32: per-item scale g and guidance_rescale factor r (Lin et
     al. 2024: phi std(c)/std(cfg) + 1 - phi, unbiased per-item stds), device
@@ -151,6 +175,39 @@ def step(plan: SamplingPlan, index, model_output: torch.Tensor, sample: torch.Te
     module docstring. Computed in float32 for float32 / float16 / bfloat16,
     same dtype out; the state is kept in the sample's dtype.
     """
+    # Fast path: the plain step (no guidance or given noise, an int index, a
+    # state made for the plan) on the C++ kernels, whose binding checks
+    # shapes, dtypes and devices itself. Per-plan cache of the codes. Any
+    # error there (the binding writes nothing before its checks pass) falls
+    # through to the full checks below, which raise their own messages.
+    if (uncond is None and guidance_scale is None and noise is None and not guidance_rescale
+            and type(index) is int and type(plan) is SamplingPlan and type(stage) is int
+            and type(state) is StepState and state.sampler == plan.sampler
+            and 0 <= index < plan.num_steps and (seed is None or type(seed) is int)
+            and (prediction_type is None or type(prediction_type) is str)
+            and type(return_x0) is bool and _CPP_CALL is not None
+            and not torch.compiler.is_compiling()):
+        cache = plan.__dict__.get("_genfast_multistep_fast")
+        key = (prediction_type, return_x0)
+        fast = cache.get(key) if cache is not None else None
+        if fast is None:
+            fast = _fast_codes(plan, key)
+        sampler, pred, flags, params, draws, two = fast
+        if (sampler >= 0 and (stage == 0 or (stage == 1 and two and two[index]))
+                and (seed is None or 0 <= seed < U64) and (seed is not None or not draws)):
+            bits = 0
+            if draws:
+                flags |= _rs.NOISE_SEEDED
+                bits = as_int64_bits(seed)
+            try:
+                dev = "cpu" if sample.is_cpu else "cuda" if sample.is_cuda else sample.device.type
+                if _KERNEL_OF.get(_backend.resolve(backend, dev)) is not None:
+                    prev, x0 = _CPP_CALL(sample, model_output, None, None, None, state.buffer,
+                                         plan.table, plan.stage_table, None, index, sampler,
+                                         stage, pred, flags, params, bits, stream, sample_offset)
+                    return _new_output(StepOutput, (prev, x0 if return_x0 else None))
+            except Exception:  # noqa: BLE001
+                pass  # the full checks below raise, naming the argument
     if not isinstance(plan, SamplingPlan):
         raise TypeError(f"plan must be a genfast SamplingPlan (schedule.plan(n, sampler=...)), "
                         f"got {type(plan).__name__}")
