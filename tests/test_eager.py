@@ -91,3 +91,42 @@ def test_torch_function_mode_sees_the_op():
     with Mode():
         genfast.steps.step(plan, 2, x, x)
     assert any("steps_step" in s for s in seen)
+
+
+@pytest.mark.parametrize("sampler", ["dpmpp", "unipc", "heun"])
+def test_multistep_entry_point_equals_op(sampler):
+    """The multistep fast path (genfast._C.multistep_step) against the
+    registered op on copies of the same state: same outputs, same history."""
+    from genfast.ops import multistep as M
+    assert M._CPP_CALL is CPU_LIB.eager.multistep_step
+    plan = _plan(sampler, 6)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 3, 5, 7, generator=g)
+    s1, s2 = genfast.steps.new_state(plan, x), genfast.steps.new_state(plan, x)
+    for i in range(plan.num_steps):
+        for k in range(plan.stages(i)):
+            m = torch.randn(2, 3, 5, 7, generator=g)
+            a = genfast.steps.step(plan, i, m, x, state=s1, stage=k)  # the fast path
+            with Mode():  # a torch function mode sends it down the OpOverload path
+                b = genfast.steps.step(plan, i, m, x, state=s2, stage=k)
+            assert torch.equal(a.prev_sample, b.prev_sample)
+            assert torch.equal(s1.buffer, s2.buffer)
+            x = a.prev_sample
+
+
+class Mode(TorchFunctionMode):
+    seen: list = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.seen.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+def test_torch_function_mode_sees_the_multistep_op():
+    plan = _plan("dpmpp", 4)
+    x = torch.randn(1, 4, 8)
+    state = genfast.steps.new_state(plan, x)
+    Mode.seen.clear()
+    with Mode():
+        genfast.steps.step(plan, 0, x, x, state=state)
+    assert any("multistep_step" in s for s in Mode.seen)

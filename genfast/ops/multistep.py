@@ -28,7 +28,7 @@ from .._plan import SamplingPlan
 from ..reference import multistep as _ref
 from ..reference import noise as _ref_noise
 from ..reference import steps as _rs
-from .steps import StepOutput, _check_index
+from .steps import StepOutput, _check_index, _plain, _Tensor, _tf_mode
 
 U64 = 1 << 64
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -45,9 +45,12 @@ def _cpp_op():
 
 
 _CPP_OP = _cpp_op()
-# its C++ callable: what OpOverload.__call__ forwards to, minus that Python
-# frame (the eager fast path only; dynamo traces the OpOverload)
-_CPP_CALL = _CPP_OP._op if _CPP_OP is not None else None
+# The eager fast path's call: genfast._C.multistep_step (csrc/bindings/eager.cpp:
+# typed arguments, the same op through the dispatcher, no boxing of the 18
+# arguments), else the OpOverload's C++ callable. Dynamo traces the
+# OpOverload; tensor subclasses and torch function modes take the full path.
+_CPP_CALL = (None if _CPP_OP is None else CPU_LIB.eager.multistep_step
+             if CPU_LIB.eager is not None else _CPP_OP._op)
 _KERNEL_OF = {"cpu": 1, "cuda": 1}
 _new_output = tuple.__new__
 
@@ -186,6 +189,7 @@ def step(plan: SamplingPlan, index, model_output: torch.Tensor, sample: torch.Te
             and 0 <= index < plan.num_steps and (seed is None or type(seed) is int)
             and (prediction_type is None or type(prediction_type) is str)
             and type(return_x0) is bool and _CPP_CALL is not None
+            and type(sample) is _Tensor and type(model_output) is _Tensor and not _tf_mode()
             and not torch.compiler.is_compiling()):
         cache = plan.__dict__.get("_genfast_multistep_fast")
         key = (prediction_type, return_x0)
@@ -307,7 +311,9 @@ def step(plan: SamplingPlan, index, model_output: torch.Tensor, sample: torch.Te
     dev = sample.device
     which = _backend.resolve(backend, dev.type)
     if which in ("cpu", "cuda") and _CPP_OP is not None:
-        prev, x0 = _CPP_OP(sample, model_output, uncond, g_t, noise, state.buffer, plan.table,
+        op = (_CPP_CALL if _plain(sample, model_output, uncond, g_t, noise) and not _tf_mode()
+              and not torch.compiler.is_compiling() else _CPP_OP)
+        prev, x0 = op(sample, model_output, uncond, g_t, noise, state.buffer, plan.table,
                            plan.stage_table, index_t, index_i, sampler, stage, pred, flags,
                            params, as_int64_bits(seed or 0), stream, sample_offset)
         return StepOutput(prev, x0 if return_x0 else None)
