@@ -30,7 +30,10 @@ from . import schedules as _schedules
 from . import steps as _steps
 from .ops import multistep as _multistep_ops
 from .ops import steps as _single_ops
+from . import backend as _backend
+from ._checks import as_int64_bits
 from .ops.noise import randn
+from .reference import steps as _ref_steps
 
 # short name -> (plan sampler, plan options)
 SAMPLERS = {
@@ -53,6 +56,7 @@ DEFAULT_SCHEDULE = {"num_train_timesteps": 1000, "beta_schedule": "scaled_linear
                     "timestep_spacing": "leading", "clip_sample": False,
                     "set_alpha_to_one": False}
 INIT_STREAM, STEP_STREAM = 0, 1
+_Tensor = torch.Tensor
 _MULTISTEP = ("dpmpp", "unipc", "heun", "dpm_2")  # samplers with a history state
 
 
@@ -322,6 +326,7 @@ class _Run:
             self.step = _multistep_ops.step
         else:  # (genfast.steps.step dispatches to these; calling them saves a hop per step)
             self.step = _single_ops.step
+        self.bound = None if self.cfg else _bind(self.plan, x, opts)
         return opts
 
     def eval(self, x, j, opts):
@@ -337,6 +342,8 @@ class _Run:
             t = loop.t1[j]
             out = _output(model(xin, t, **self.cond), self.dtype)
             u = _output(model(xin, t, **self.uncond), self.dtype) if self.cfg else None
+        if self.bound is not None and type(out) is _Tensor:
+            return self.bound(i, k, out, x)
         if k:
             return self.step(self.plan, i, out, x, uncond=u, stage=k, **opts).prev_sample
         return self.step(self.plan, i, out, x, uncond=u, **opts).prev_sample
@@ -355,6 +362,55 @@ class _Run:
                 if k == self.plan.stages(i) - 1:
                     bar.update(1)
         return x
+
+
+def _bind(plan, x, opts):
+    """The loop's step as one direct call of the op's eager entry point
+    (genfast._C, csrc/bindings/eager.cpp) with the codes, flags and params the
+    step wrappers' fast paths would compute for these options, resolved once
+    per loop: what is left per step is the op call (the wrappers' per-call
+    checks hold for every step of a loop by construction). None where the
+    wrappers must run: another backend, no entry point, a tensor subclass, or
+    options their fast paths do not take; their results are the same."""
+    if (type(x) is not _Tensor or torch.compiler.is_compiling()
+            or _backend.resolve(None, x.device.type) not in ("cpu", "cuda")):
+        return None
+    seed, stream, offset = opts["seed"], opts["stream"], opts["sample_offset"]
+    pred = opts["prediction_type"]
+    table = plan.table
+    if plan.sampler in _MULTISTEP:
+        call = _multistep_ops._CPP_CALL
+        if call is None:
+            return None
+        sampler, p, flags, params, draws, _ = _multistep_ops._fast_codes(plan, (pred, False))
+        if sampler < 0:
+            return None
+        bits = 0
+        if draws:
+            flags |= _ref_steps.NOISE_SEEDED
+            bits = as_int64_bits(seed)
+        buf, stages = opts["state"].buffer, plan.stage_table
+
+        def multistep(i, k, out, x):
+            return call(x, out, None, None, None, buf, table, stages, None, i, sampler, k, p,
+                        flags, params, bits, stream, offset)[0]
+        return multistep
+    call = _single_ops._CPP_CALL
+    if call is None:
+        return None
+    # the key of ops.steps.step's fast path for its defaults (timestep_scaling 10,
+    # eta from the plan, no clipping)
+    sampler, p, flags, params, _ = _single_ops._fast_codes(
+        plan, (pred, 10.0, False, None, False, 1.0, False))
+    if sampler < 0:
+        return None
+    flags |= _ref_steps.NOISE_SEEDED
+    bits = as_int64_bits(seed)
+
+    def single(i, k, out, x):
+        return call(x, out, None, None, None, table, None, i, sampler, p, 0, flags, params,
+                    bits, stream, offset)[0]
+    return single
 
 
 def _graphed(run, x):
