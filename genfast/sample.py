@@ -21,6 +21,7 @@ processes (the CPU kernels bit for bit; a GPU within float tolerance).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 
 import torch
@@ -61,6 +62,7 @@ _MULTISTEP = ("dpmpp", "unipc", "heun", "dpm_2")  # samplers with a history stat
 
 
 _SCHEDULES: dict = {}  # config -> Schedule: a schedule's float64 tables are built once
+_LAST_CONFIG: list = [None]  # (a copy of the last dict config, its schedule)
 
 
 def _key(value):
@@ -82,6 +84,14 @@ def _schedule(schedule):
     if not isinstance(cfg, Mapping):
         raise TypeError(f"schedule must be a genfast schedule, a diffusers scheduler or its "
                         f"config (dict), or None; got {type(schedule).__name__}")
+    last = _LAST_CONFIG[0]
+    if last is not None and type(cfg) is dict:
+        try:
+            same = bool(cfg == last[0])
+        except Exception:  # noqa: BLE001  (array values: no truth value)
+            same = False
+        if same:
+            return last[1]  # the same config as the last call: a dict compare, no key walk
     key = _key(cfg)
     sched = _SCHEDULES.get(key)
     if sched is None:
@@ -89,6 +99,11 @@ def _schedule(schedule):
         if len(_SCHEDULES) >= 32:
             _SCHEDULES.clear()
         _SCHEDULES[key] = sched
+    if type(cfg) is dict:
+        try:  # a snapshot: the caller may change its dict afterwards
+            _LAST_CONFIG[0] = (copy.deepcopy(cfg), sched)
+        except Exception:  # noqa: BLE001  (an uncopyable value: no shortcut)
+            _LAST_CONFIG[0] = None
     return sched
 
 

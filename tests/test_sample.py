@@ -251,3 +251,22 @@ def test_bound_step_equals_the_wrappers(sampler, dtype, monkeypatch):
     slow = genfast.sample(model, (2, 3, 5, 4), **kw)
     assert calls and calls[0] is not None, "the CPU loop should have a bound step"
     assert torch.equal(fast, slow)
+
+
+def test_schedule_config_shortcut_sees_changes():
+    """genfast.sample remembers the last dict config: a changed (or array-valued)
+    dict must still give its own schedule."""
+    import importlib
+
+    import numpy as np
+    S = importlib.import_module("genfast.sample")
+    cfg = {"num_train_timesteps": 1000, "beta_schedule": "linear"}
+    a = S._schedule(cfg)
+    assert S._schedule(dict(cfg)) is a
+    cfg["beta_schedule"] = "scaled_linear"  # mutated in place after the call
+    b = S._schedule(cfg)
+    assert b is not a and b.betas[1] != a.betas[1]
+    betas = np.linspace(1e-4, 0.02, 1000)
+    c = S._schedule({"num_train_timesteps": 1000, "trained_betas": betas})
+    d = S._schedule({"num_train_timesteps": 1000, "trained_betas": betas * 0.5})
+    assert c is not d
