@@ -15,14 +15,16 @@ Cases (mode "fwd" or "fwd+bwd"):
   float32; every byte count here scales with the dtype's size).
 * min_snr_loss fwd+bwd: ``mse_loss(reduction="none").mean(features) * w``,
   w = min(snr, 5)/snr, ``.mean()``, backward to pred. Providers: "genfast",
-  "eager", "torch.compile(eager)", "genfast[reference]". Bytes: read pred and
-  target forward (8), read them again and write the gradient backward (12).
+  "eager", "torch.compile(eager)", "genfast[reference]". Bytes: the least any
+  implementation moves: read pred and target, write the gradient (12 B per
+  element in float32; the older count of 20 assumed a second read in the
+  backward, which the CPU kernels no longer do).
 * reparam+kl fwd+bwd: z = mu + exp(lv/2) eps with fresh noise, KL summed,
   backward of z.sum() + kl to mu and logvar. Providers as for the loss, eager
-  drawing with ``torch.randn_like``. Bytes: forward read mu, lv and write z,
-  read mu, lv for the KL (20); backward read lv and write its gradient,
-  read mu, lv and write both KL gradients, autograd adds the two gradient
-  pairs (read 4 write 2) (32 + 4 for the incoming grad of z): ~56 B per element.
+  drawing with ``torch.randn_like``. Bytes: the least any implementation
+  moves: read mu and lv, write z and the two gradients (20 B per element in
+  float32; the noise is drawn in the kernel). The older count of 56 summed
+  the passes of one particular implementation and flattered the floor.
 * overhead: add_noise (given noise) on one (1, 4, 8, 8) latent, the Python
   wrapper against the raw ``torch.ops.genfast`` call (no floor).
 """
@@ -188,7 +190,7 @@ def _loss_case(n, device, full, dtype=torch.float32):
 
     providers = _providers(n, full, genfast_, "eager", eager)
     return Case("training", "min_snr_loss", n, "fwd+bwd", providers,
-                bytes_moved=5 * _esize(dtype) * n)
+                bytes_moved=3 * _esize(dtype) * n)
 
 
 # ---------------------------------------------------------------- VAE
@@ -236,7 +238,7 @@ def _vae_case(n, device, full, dtype=torch.float32):
 
     providers = _providers(n, full, genfast_, "eager", eager)
     return Case("training", "reparam+kl", n, "fwd+bwd", providers,
-                bytes_moved=14 * _esize(dtype) * n)
+                bytes_moved=5 * _esize(dtype) * n)
 
 
 # ---------------------------------------------------------------- wrapper overhead
