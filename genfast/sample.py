@@ -70,7 +70,15 @@ def _key(value):
         return tuple(sorted((str(k), _key(v)) for k, v in value.items()))
     if isinstance(value, (list, tuple)):
         return tuple(_key(v) for v in value)
-    return value if isinstance(value, (int, float, str, bool, type(None))) else repr(value)
+    if isinstance(value, (int, float, str, bool, type(None))):
+        return value
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    if type(value).__module__ == "numpy" and hasattr(value, "tobytes"):
+        # every element: numpy's repr summarises big arrays with "...", so two
+        # trained_betas tables that differ in the middle would share a key
+        return ("array", str(value.dtype), tuple(value.shape), value.tobytes())
+    return repr(value)
 
 
 def _schedule(schedule):

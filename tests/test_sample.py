@@ -270,3 +270,11 @@ def test_schedule_config_shortcut_sees_changes():
     c = S._schedule({"num_train_timesteps": 1000, "trained_betas": betas})
     d = S._schedule({"num_train_timesteps": 1000, "trained_betas": betas * 0.5})
     assert c is not d
+    # past numpy's print threshold (1000 elements) its repr shows "..." in the middle
+    long = np.linspace(1e-4, 0.02, 2000)
+    middle = long.copy()
+    middle[1000] *= 1.5
+    e = S._schedule({"num_train_timesteps": 2000, "trained_betas": long})
+    f = S._schedule({"num_train_timesteps": 2000, "trained_betas": middle})
+    assert repr(long) == repr(middle)
+    assert e is not f and e.betas[1000] != f.betas[1000]
