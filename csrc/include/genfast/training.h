@@ -45,10 +45,10 @@ GENFAST_HD double quiet_nan() {
 // exp for float32 |x| <= 87 with IEEE +,-,* only (Cephes expf: x = n ln2 + r,
 // ln2 split in two, degree-6 polynomial, 2^n by bits), so the CPU loops
 // vectorise without libm; ~1 ulp. The double overload (gradcheck) uses libm.
-GENFAST_HD float exp_f(float x) {
-  x = x < -87.0f ? -87.0f : x;
-  x = x > 88.0f ? 88.0f : x;
-  const float n = round_small(x * 1.44269504088896341f);
+// The shared core of exp_f and exp_lv: x = n ln2 + r, returns e^r in
+// [0.7, 1.42] and n (an integral float).
+GENFAST_HD float exp_reduced(float x, float& n) {
+  n = round_small(x * 1.44269504088896341f);
   float r = x - n * 0.693359375f;
   r = r - n * -2.12194440e-4f;
   const float z = r * r;
@@ -58,7 +58,14 @@ GENFAST_HD float exp_f(float x) {
   p = p * r + 4.1665795894e-2f;
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
-  const float y = (p * z + r) + 1.0f;
+  return (p * z + r) + 1.0f;
+}
+
+GENFAST_HD float exp_f(float x) {
+  x = x < -87.0f ? -87.0f : x;
+  x = x > 88.0f ? 88.0f : x;
+  float n;
+  const float y = exp_reduced(x, n);
   // 2^n in two halves: n + 127 leaves the exponent range for n near +-127
   const int32_t ni = (int32_t)n;
   const int32_t h = ni >> 1;
@@ -72,17 +79,8 @@ GENFAST_HD double exp_f(double x) { return exp(x); }
 // [0.7, 1.42] and n in [-44, 29] staying far from the subnormals. A fifth
 // fewer operations in the three passes over 1M elements that each need one.
 GENFAST_HD float exp_lv(float x) {
-  const float n = round_small(x * 1.44269504088896341f);
-  float r = x - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
-  const float z = r * r;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  const float y = (p * z + r) + 1.0f;
+  float n;
+  const float y = exp_reduced(x, n);
   return bits_f32(f32_bits(y) + ((uint32_t)(int32_t)n << 23));
 }
 GENFAST_HD double exp_lv(double x) { return exp(x); }
