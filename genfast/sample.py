@@ -270,7 +270,8 @@ def sample(model, shape, *, sampler: str = "dpmpp_2m", steps: int = 30, schedule
         raise ValueError(f"seed must be an int in [0, 2**64), got {seed!r}")
     if device is None:
         params = model.parameters() if isinstance(model, torch.nn.Module) else iter(())
-        device = next(params, torch.empty(0)).device
+        first = next(params, None)
+        device = "cpu" if first is None else first.device
     device = torch.device(device)
     if cuda_graph and device.type != "cuda":
         raise ValueError(f"cuda_graph=True needs a CUDA device, got device={str(device)!r}")

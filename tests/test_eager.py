@@ -130,3 +130,26 @@ def test_torch_function_mode_sees_the_multistep_op():
     with Mode():
         genfast.steps.step(plan, 0, x, x, state=state)
     assert any("multistep_step" in s for s in Mode.seen)
+
+
+@pytest.mark.parametrize("shape", [(1, 4, 64, 64), (3, 5, 7), (0, 4, 8, 8), (16, 4, 128, 128)])
+def test_new_state_is_zero_on_reused_memory(shape):
+    # small CPU buffers are zeroed by zero_serial (one memset), large ones by
+    # torch.zeros; either way every byte is zero, also in memory the
+    # allocator hands back dirty
+    from genfast.ops import multistep as M
+    plan = genfast.schedules.from_config(SCHED).plan(10, sampler="dpmpp", solver_order=3)
+    x = torch.randn(shape)
+    for _ in range(3):
+        junk = torch.full((M._ref.SLOTS[0],) + shape, float("nan"))
+        del junk
+        state = genfast.steps.new_state(plan, x)
+        assert state.buffer.shape == (M._ref.SLOTS[0],) + shape
+        assert state.buffer.dtype == x.dtype and state.buffer.is_contiguous()
+        assert torch.equal(state.buffer, torch.zeros_like(state.buffer))
+
+
+def test_zero_serial_refuses_non_contiguous():
+    t = torch.ones(4, 6)[:, ::2]
+    with pytest.raises(RuntimeError, match="contiguous CPU tensor"):
+        CPU_LIB.eager.zero_serial(t)

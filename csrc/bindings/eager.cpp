@@ -16,6 +16,8 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/csrc/utils/pybind.h>
 
+#include <string.h>
+
 #include <optional>
 #include <tuple>
 #include <vector>
@@ -67,6 +69,17 @@ Pair multistep_step(const Tensor& sample, const Tensor& model_output, const OptT
                  c10::SymInt(seed), c10::SymInt(stream), c10::SymInt(sample_offset));
 }
 
+// Zero a small contiguous CPU tensor on the calling thread. torch.zeros
+// fills anything over 32K elements in a parallel region; for the history
+// buffer of one latent (3 x 16K floats) that region costs more than the
+// memset, and on a loaded machine it waits for the second thread's time
+// slice (milliseconds). Large buffers keep torch.zeros (genfast/ops/multistep.py).
+void zero_serial(const Tensor& t) {
+  TORCH_CHECK(t.device().is_cpu() && t.is_contiguous(),
+              "zero_serial: t must be a contiguous CPU tensor");
+  if (t.numel() > 0) memset(t.data_ptr(), 0, t.nbytes());
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -76,4 +89,5 @@ PYBIND11_MODULE(_C, m) {
   m.def("steps_step", &steps_step, pybind11::call_guard<pybind11::gil_scoped_release>());
   m.def("multistep_step", &multistep_step,
         pybind11::call_guard<pybind11::gil_scoped_release>());
+  m.def("zero_serial", &zero_serial);
 }
