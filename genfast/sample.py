@@ -372,10 +372,31 @@ class _Run:
             return self.step(self.plan, i, out, x, uncond=u, stage=k, **opts).prev_sample
         return self.step(self.plan, i, out, x, uncond=u, **opts).prev_sample
 
+    def _plain(self, x, n, opts):
+        """``eval`` for j < n, inlined for the common loop (no guidance, the
+        bound step): per step what is left is the model call and the op call."""
+        loop, model, step, dtype, cond = self.loop, self.model, self.bound, self.dtype, self.cond
+        evals, scale, t1 = loop.evals, loop.scale, loop.t1
+        for j in range(n):
+            c = scale[j]
+            out = model(x if c == 1.0 else x * c, t1[j], **cond)
+            if type(out) is not _Tensor or out.dtype != dtype:
+                out = _output(out, dtype)
+                if type(out) is not _Tensor:  # a subclass: the wrappers take it
+                    i, k = evals[j]
+                    x = (self.step(self.plan, i, out, x, stage=k, **opts) if k else
+                         self.step(self.plan, i, out, x, **opts)).prev_sample
+                    continue
+            i, k = evals[j]
+            x = step(i, k, out, x)
+        return x
+
     def __call__(self, x, progress=False, limit=None):
         opts = self.start(x)
         evals = self.loop.evals if limit is None else self.loop.evals[:limit]
         if not progress:
+            if self.bound is not None and not self.cfg:
+                return self._plain(x, len(evals), opts)
             for j in range(len(evals)):
                 x = self.eval(x, j, opts)
             return x

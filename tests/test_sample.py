@@ -278,3 +278,28 @@ def test_schedule_config_shortcut_sees_changes():
     f = S._schedule({"num_train_timesteps": 2000, "trained_betas": middle})
     assert repr(long) == repr(middle)
     assert e is not f and e.betas[1000] != f.betas[1000]
+
+
+class _Tagged(torch.Tensor):
+    """A tensor subclass a model might return: the loop hands it to the step
+    wrappers (the bound entry point takes plain tensors only)."""
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "dpmpp_2m", "heun"])
+def test_plain_loop_takes_subclass_and_other_dtype_outputs(sampler):
+    def plain(x, t):
+        return torch.tanh(x) * 0.7
+
+    def tagged(x, t):
+        return (torch.tanh(x) * 0.7).as_subclass(_Tagged)
+
+    def half(x, t):  # a model run in float16 inside a float32 loop
+        return (torch.tanh(x) * 0.7).to(torch.float16)
+
+    kw = dict(sampler=sampler, steps=6, seed=5)
+    ref = genfast.sample(plain, (2, 3, 4, 4), **kw)
+    got = genfast.sample(tagged, (2, 3, 4, 4), **kw)
+    assert type(got) is torch.Tensor or isinstance(got, torch.Tensor)
+    torch.testing.assert_close(got.as_subclass(torch.Tensor), ref, rtol=0, atol=0)
+    want = genfast.sample(lambda x, t: half(x, t).float(), (2, 3, 4, 4), **kw)
+    assert torch.equal(genfast.sample(half, (2, 3, 4, 4), **kw), want)
