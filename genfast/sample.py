@@ -440,21 +440,15 @@ def _bind(plan, x, opts):
             return call(x, out, None, None, None, buf, table, stages, None, i, sampler, k, p,
                         flags, params, bits, stream, offset)[0]
         return multistep
-    call = _single_ops._CPP_CALL
-    if call is None:
-        return None
     # the key of ops.steps.step's fast path for its defaults (timestep_scaling 10,
     # eta from the plan, no clipping)
-    sampler, p, flags, params, _ = _single_ops._fast_codes(
-        plan, (pred, 10.0, False, None, False, 1.0, False))
-    if sampler < 0:
+    step = _single_ops.bind(plan, (pred, 10.0, False, None, False, 1.0, False), seed, stream,
+                            offset)
+    if step is None:
         return None
-    flags |= _ref_steps.NOISE_SEEDED
-    bits = as_int64_bits(seed)
 
     def single(i, k, out, x):
-        return call(x, out, None, None, None, table, None, i, sampler, p, 0, flags, params,
-                    bits, stream, offset)[0]
+        return step(i, out, x)[0]
     return single
 
 

@@ -729,3 +729,51 @@ def test_stable_diffusion_pipeline(name, tmp_path):
         got = pipe(generator=torch.Generator().manual_seed(0), **kw).images
     assert got.shape == (1, 3, 16, 16) and torch.isfinite(got).all()
     torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
+
+BOUND_CASES = [
+    ("DDPMScheduler", {}), ("DDPMScheduler", {"clip_sample": True}),
+    ("DDPMScheduler", {"thresholding": True}), ("DDPMScheduler", {"variance_type": "fixed_large"}),
+    ("DDIMScheduler", {"eta": 0.0}), ("DDIMScheduler", {"eta": 0.6}),
+    ("DDIMScheduler", {"eta": 0.3, "use_clipped_model_output": True, "clip_sample": True}),
+    ("EulerDiscreteScheduler", {}), ("EulerDiscreteScheduler", {"s_churn": 0.5}),
+    ("EulerAncestralDiscreteScheduler", {}),
+    ("EulerAncestralDiscreteScheduler", {"prediction_type": "v_prediction"}),
+    ("LCMScheduler", {}), ("FlowMatchEulerDiscreteScheduler", {}),
+    ("FlowMatchEulerDiscreteScheduler", {"stochastic_sampling": True}),
+]
+_STEP_KW = ("eta", "use_clipped_model_output", "s_churn")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("name,opts", BOUND_CASES, ids=lambda v: str(v))
+def test_bound_step_equals_the_wrapper(name, opts, dtype, monkeypatch):
+    """The drop-ins' bound step (Dropin._gf_bound: the op's eager entry point
+    with the codes resolved once) gives what genfast.steps.step gives, bit for
+    bit, on genfast-stream noise; options it does not take fall back."""
+    step_kw = {k: v for k, v in opts.items() if k in _STEP_KW}
+    cfg = {k: v for k, v in opts.items() if k not in _STEP_KW}
+    if name != "FlowMatchEulerDiscreteScheduler":
+        cfg = {**SD, **cfg}
+
+    def run():
+        s = getattr(G, name)(**cfg)
+        s.noise_seed = 77
+        s.set_timesteps(6)
+        x = torch.randn(2, 3, 5, 4, generator=torch.Generator().manual_seed(0)).to(dtype)
+        for t in s.timesteps:
+            xin = s.scale_model_input(x, t) if hasattr(s, "scale_model_input") else x
+            x = s.step(dummy_model(xin, t), t, x, **step_kw).prev_sample
+        return x
+
+    calls = []
+    real = G._core.Dropin._gf_bound
+    monkeypatch.setattr(G._core.Dropin, "_gf_bound",
+                        lambda self, *a, **k: calls.append(real(self, *a, **k)))
+    slow = run()  # every step through genfast.steps.step
+    monkeypatch.setattr(G._core.Dropin, "_gf_bound", real)
+    fast = run()
+    assert torch.equal(fast, slow)
+    binds = not (opts.get("thresholding") or opts.get("variance_type") or opts.get("s_churn")
+                 or opts.get("stochastic_sampling"))
+    assert any(c is not None for c in calls) == binds

@@ -22,9 +22,14 @@ import numpy as np
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
+from genfast import backend as _backend
 from genfast import schedules as _schedules
+from genfast.ops import steps as _steps_ops
 
 FAST_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_Tensor = torch.Tensor
+_tf_mode = torch._C._is_torch_function_mode_enabled
+_is_compiling = torch.compiler.is_compiling
 _SETITEM = OrderedDict.__setitem__
 _SETATTR = object.__setattr__
 
@@ -176,6 +181,29 @@ class Dropin:
         if plan is None:
             plan = plans[device] = self._gf_plan.to(device)
         return plan
+
+    def _gf_bound(self, i, model_output, sample, key, seed=None):
+        """The fused step for options ``key`` (genfast.ops.steps.bind's) as one
+        direct call of the op's eager entry point, cached per (plan, options,
+        device); None where genfast.steps.step must run: a tensor index, a
+        tensor subclass, a torch function mode, tracing, another backend.
+        Callers have checked the dtypes (``_fast``)."""
+        if (type(i) is not int or type(sample) is not _Tensor
+                or type(model_output) is not _Tensor or _tf_mode() or _is_compiling()):
+            return None
+        dev = "cpu" if sample.is_cpu else "cuda" if sample.is_cuda else None
+        if dev is None or _backend.resolve(None, dev) != dev:
+            return None
+        where = dev if dev == "cpu" else sample.device
+        cache = self.__dict__.setdefault("_gf_bound_steps", {})
+        plan = self._gf_plan
+        hit = cache.get((id(plan), key, where, seed))
+        if hit is None or hit[0] is not plan:
+            if len(cache) >= 32:
+                cache.clear()
+            hit = (plan, _steps_ops.bind(self._gf_plan_on(sample.device), key, seed))
+            cache[(id(plan), key, where, seed)] = hit  # (the plan held: its id stays its own)
+        return hit[1]
 
     # ------------------------------------------------------------ step index
 

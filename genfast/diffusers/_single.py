@@ -53,6 +53,14 @@ class _VPNoise:
                                  prediction_type="v_prediction")[2]
 
 
+def _bind_base(kw: dict):
+    """(prediction_type, clip_sample, clip_sample_range) for genfast.ops.steps.bind's
+    key, or None where the wrapper must run (thresholding: a per-item pass)."""
+    if kw.get("thresholding") or kw.get("variance_type", "fixed_small") != "fixed_small":
+        return None
+    return kw["prediction_type"], kw["clip_sample"], kw["clip_sample_range"]
+
+
 def _clip_kw(cfg) -> dict:
     return dict(prediction_type=cfg.prediction_type, clip_sample=bool(cfg.clip_sample),
                 clip_sample_range=float(cfg.clip_sample_range),
@@ -93,8 +101,16 @@ class DDPMScheduler(Dropin, _VPNoise, _d.DDPMScheduler):
                                 return_dict=return_dict)
         # diffusers draws only when t > 0 (a device-tensor index cannot tell: it draws)
         draws = type(i) is not int or self._gf_vals[i] > 0
-        prev, x0 = _step(self._gf_plan_on(sample.device), i, model_output, sample,
-                         **self._gf_kw, **self._gf_noise(generator, draws, sample))
+        kw = self._gf_noise(generator, draws, sample)
+        base = _bind_base(self._gf_kw)
+        f = None if base is None or "noise" in kw else self._gf_bound(
+            i, model_output, sample, (base[0], 10.0, True, None, base[1], base[2], False),
+            kw["seed"])
+        if f is not None:
+            prev, x0 = f(i, model_output, sample)
+        else:
+            prev, x0 = _step(self._gf_plan_on(sample.device), i, model_output, sample,
+                             **self._gf_kw, **kw)
         if not return_dict:
             return prev, x0
         return output(scheduling_ddpm.DDPMSchedulerOutput, prev_sample=prev,
@@ -130,9 +146,16 @@ class DDIMScheduler(Dropin, _VPNoise, _d.DDIMScheduler):
                 kw = self._gf_noise(generator, True, sample)
         else:
             kw = {}
-        prev, x0 = _step(self._gf_plan_on(sample.device), i, model_output, sample, eta=float(eta),
-                         use_clipped_model_output=bool(use_clipped_model_output), **self._gf_kw,
-                         **kw)
+        base = _bind_base(self._gf_kw)
+        f = None if base is None or "noise" in kw else self._gf_bound(
+            i, model_output, sample, (base[0], 10.0, True, float(eta), base[1], base[2],
+                                      bool(use_clipped_model_output)), kw.get("seed"))
+        if f is not None:
+            prev, x0 = f(i, model_output, sample)
+        else:
+            prev, x0 = _step(self._gf_plan_on(sample.device), i, model_output, sample,
+                             eta=float(eta), use_clipped_model_output=bool(use_clipped_model_output),
+                             **self._gf_kw, **kw)
         if not return_dict:
             return prev, x0
         return output(scheduling_ddim.DDIMSchedulerOutput, prev_sample=prev,
@@ -218,10 +241,17 @@ class EulerDiscreteScheduler(_SigmaSpace, _d.EulerDiscreteScheduler):
                                 generator, return_dict)
         i = self._gf_counter(timestep)
         draws = s_churn > 0 and (type(i) is not int or s_tmin <= self._gf_sig[i] <= s_tmax)
-        prev, x0 = _step(self._gf_plan_on(sample.device), i, model_output, sample,
-                         prediction_type=self._gf_pred, s_churn=float(s_churn),
-                         s_tmin=float(s_tmin), s_tmax=float(s_tmax), s_noise=float(s_noise),
-                         **self._gf_noise(generator, draws, sample))
+        kw = self._gf_noise(generator, draws, sample)
+        f = None if s_churn or "noise" in kw else self._gf_bound(
+            i, model_output, sample, (self._gf_pred, 10.0, True, None, False, 1.0, False),
+            kw["seed"])
+        if f is not None:
+            prev, x0 = f(i, model_output, sample)
+        else:
+            prev, x0 = _step(self._gf_plan_on(sample.device), i, model_output, sample,
+                             prediction_type=self._gf_pred, s_churn=float(s_churn),
+                             s_tmin=float(s_tmin), s_tmax=float(s_tmax), s_noise=float(s_noise),
+                             **kw)
         self._step_index += 1
         x0 = self._gf_x0(x0, model_output)
         if not return_dict:
@@ -248,9 +278,15 @@ class EulerAncestralDiscreteScheduler(_SigmaSpace, _d.EulerAncestralDiscreteSche
         if not _fast(self._gf_plan, sample, model_output):
             return super().step(model_output, timestep, sample, generator, return_dict)
         i = self._gf_counter(timestep)
-        prev, x0 = _step(self._gf_plan_on(sample.device), i, model_output, sample,
-                         prediction_type=self.config.prediction_type,
-                         **self._gf_noise(generator, True, sample))
+        kw = self._gf_noise(generator, True, sample)
+        pred = self.config.prediction_type
+        f = None if "noise" in kw else self._gf_bound(
+            i, model_output, sample, (pred, 10.0, True, None, False, 1.0, False), kw["seed"])
+        if f is not None:
+            prev, x0 = f(i, model_output, sample)
+        else:
+            prev, x0 = _step(self._gf_plan_on(sample.device), i, model_output, sample,
+                             prediction_type=pred, **kw)
         self._step_index += 1
         x0 = self._gf_x0(x0, model_output)
         if not return_dict:
@@ -290,8 +326,17 @@ class LCMScheduler(Dropin, _VPNoise, _d.LCMScheduler):
             self._init_step_index(timestep)
         i = self._step_index
         draws = type(i) is not int or i != self.num_inference_steps - 1
-        prev, denoised = _step(self._gf_plan_on(sample.device), i, model_output, sample,
-                               **self._gf_kw, **self._gf_noise(generator, draws, sample))
+        kw = self._gf_noise(generator, draws, sample)
+        base = _bind_base(self._gf_kw)
+        f = None if base is None or "noise" in kw else self._gf_bound(
+            i, model_output, sample,
+            (base[0], self._gf_kw["timestep_scaling"], True, None, base[1], base[2], False),
+            kw["seed"])
+        if f is not None:
+            prev, denoised = f(i, model_output, sample)
+        else:
+            prev, denoised = _step(self._gf_plan_on(sample.device), i, model_output, sample,
+                                   **self._gf_kw, **kw)
         self._step_index += 1
         if not return_dict:
             return prev, denoised
@@ -339,8 +384,14 @@ class FlowMatchEulerDiscreteScheduler(Dropin, _d.FlowMatchEulerDiscreteScheduler
         stochastic = bool(self.config.stochastic_sampling)
         # diffusers draws in float32, from the float32 copy of the sample
         kw = self._gf_noise(generator, stochastic, sample, torch.float32) if stochastic else {}
-        prev = _step(self._gf_plan_on(sample.device), self._step_index, model_output, sample,
-                     stochastic_sampling=stochastic, return_x0=False, **kw).prev_sample
+        i = self._step_index
+        f = None if stochastic else self._gf_bound(i, model_output, sample,
+                                                   (None, 10.0, False, None, False, 1.0, False))
+        if f is not None:
+            prev = f(i, model_output, sample)[0]
+        else:
+            prev = _step(self._gf_plan_on(sample.device), i, model_output, sample,
+                         stochastic_sampling=stochastic, return_x0=False, **kw).prev_sample
         self._step_index += 1
         if not return_dict:
             return (prev,)

@@ -121,6 +121,42 @@ def _fast_codes(plan, key):
     return hit
 
 
+def bind(plan: SamplingPlan, key: tuple, seed: int | None = None, stream: int = 0,
+         sample_offset: int = 0):
+    """``step(plan, index, model_output, sample, **options)`` for one fixed set
+    of options, as a direct call of the op's eager entry point with the codes
+    resolved once: ``fn(index, model_output, sample) -> (prev, x0)`` (x0 an
+    empty tensor when ``return_x0`` is False), or None where the wrapper must
+    run (options its fast path does not take, no C++ extension, noise drawn
+    without a seed). ``key`` is the fast path's: (prediction_type,
+    timestep_scaling, return_x0, eta, clip_sample, clip_sample_range,
+    use_clipped_model_output).
+
+    For loops that call one step many times (genfast.sample, the diffusers
+    drop-ins): the caller makes per call the checks the wrapper's fast path
+    makes, that is plain tensors (``type(t) is torch.Tensor``), one float
+    dtype for both, a cpu / cuda backend for the sample's device, an int
+    index, not compiling and no torch function mode. The op checks shapes,
+    devices and the index itself; results are the wrapper's bit for bit."""
+    if _CPP_CALL is None:
+        return None
+    sampler, pred, flags, params, draws = _fast_codes(plan, key)
+    if sampler < 0 or (draws and seed is None):
+        return None
+    bits = 0
+    if seed is not None:
+        if type(seed) is not int or not 0 <= seed < U64:
+            raise ValueError(f"seed must be an int in [0, 2**64), got {seed!r}")
+        flags |= _ref.NOISE_SEEDED
+        bits = seed - U64 if seed >= I63 else seed
+    table, call = plan.table, _CPP_CALL
+
+    def bound(index, model_output, sample):
+        return call(sample, model_output, None, None, None, table, None, index, sampler, pred, 0,
+                    flags, params, bits, stream, sample_offset)
+    return bound
+
+
 def _code(name, value, table):
     try:
         return table[value]
