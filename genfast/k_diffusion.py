@@ -77,6 +77,30 @@ def get_sigmas_vp(n, beta_d=19.9, beta_min=0.1, eps_s=1e-3, device='cpu'):
 
 # ---------------------------------------------------------------- plans over sigma pairs
 
+_PLANS: dict = {}  # (builder, sigmas, sampler, options, device) -> plan
+
+
+def _cached(build, values, sampler, device, **opts) -> SamplingPlan:
+    """``build(values, sampler, device, **opts)`` (plan_from_sigmas or
+    _pair_plan), built once per distinct float64 sigma values and options: a
+    front end calls a sampler with the same sigmas for every image, and a
+    plan is a read-only table."""
+    key = (build, tuple(float(v) for v in np.ravel(values[0] if build is _pair_plan
+                                                      else values)),
+           tuple(float(v) for v in np.ravel(values[1])) if build is _pair_plan else None,
+           sampler, tuple(sorted(opts.items())), str(device))
+    plan = _PLANS.get(key)
+    if plan is None:
+        if len(_PLANS) >= 64:
+            _PLANS.clear()
+        if build is _pair_plan:
+            plan = _pair_plan(values[0], values[1], sampler, device)
+        else:
+            plan = plan_from_sigmas(values, sampler, device=device, **opts)
+        _PLANS[key] = plan
+    return plan
+
+
 def _pair_plan(frm, to, sampler, device) -> SamplingPlan:
     """A plan whose row j steps from sigma ``frm[j]`` to ``to[j]`` in sigma
     space (x = x0 + sigma eps: alpha = 1/sqrt(sigma^2 + 1) on the VP side,
@@ -138,9 +162,10 @@ class _Setup:
 
     def sigma_in(self, values):
         """``sigma * s_in`` for each value (as k-diffusion computes it: in x's
-        dtype), one device tensor; row j is a view."""
-        return torch.tensor(values, dtype=self.sigmas.dtype, device=self.x.device)[:, None] \
-            * self.s_in
+        dtype), computed as one device tensor and handed out as a list of its
+        rows (views made once: indexing a tensor per step costs a few us)."""
+        return list((torch.tensor(values, dtype=self.sigmas.dtype, device=self.x.device)[:, None]
+                     * self.s_in).unbind(0))
 
     def noise(self, i, s_noise, needed=True):
         """keywords for the step: the noise of step i (noise= or seed=).
@@ -211,7 +236,7 @@ def sample_euler(model, x, sigmas, extra_args=None, callback=None, disable=None,
     st = _Setup(x, sigmas, extra_args, seed, noise_sampler)
     n, h = st.n, st.host
     gammas, hat = _churn(st, s_churn, s_tmin, s_tmax)
-    plan = _pair_plan(hat, h[1:], "euler", x.device)
+    plan = _cached(_pair_plan, (hat, h[1:]), "euler", x.device)
     sig_in = st.sigma_in(hat)
     hat_t = sigmas.new_tensor(hat) if any(gammas) else None
     for i in _trange(n, disable):
@@ -236,7 +261,7 @@ def sample_euler_ancestral(model, x, sigmas, extra_args=None, callback=None, dis
     in-kernel from ``seed=`` or the ``noise_sampler`` tensor)."""
     st = _Setup(x, sigmas, extra_args, seed, noise_sampler)
     n, h = st.n, st.host
-    plan = _pair_plan(h[:-1], h[1:], "euler_ancestral", x.device)
+    plan = _cached(_pair_plan, (h[:-1], h[1:]), "euler_ancestral", x.device)
     sig_in = st.sigma_in(h[:-1])
     for i in _trange(n, disable):
         denoised = model(x, sig_in[i], **st.extra)
@@ -266,8 +291,8 @@ def sample_dpmpp_2s_ancestral(model, x, sigmas, extra_args=None, callback=None, 
     n, h = st.n, st.host
     downs = [_ancestral(h[i], h[i + 1], eta)[0] for i in range(n)]
     mids = [math.sqrt(h[i] * d) for i, d in enumerate(downs)]
-    half = _pair_plan(h[:-1], mids, "euler", x.device)
-    full = _pair_plan(h[:-1], h[1:], "euler_ancestral", x.device)
+    half = _cached(_pair_plan, (h[:-1], mids), "euler", x.device)
+    full = _cached(_pair_plan, (h[:-1], h[1:]), "euler_ancestral", x.device)
     sig_in = st.sigma_in(h[:-1])
     mid_in = st.sigma_in(mids)
     for i in _trange(n, disable):
@@ -296,7 +321,7 @@ def _two_stage(sampler, model, x, sigmas, extra_args, callback, disable, s_churn
         plans = [(plan_from_sigmas([hat[i], h[i + 1]], sampler, device=x.device), 0)
                  for i in range(n)]
     else:
-        whole = plan_from_sigmas(h, sampler, device=x.device)
+        whole = _cached(plan_from_sigmas, h, sampler, x.device)
         plans = [(whole, i) for i in range(n)]
     state = _steps.new_state(plans[0][0], x)
     sig0 = st.sigma_in(hat)
@@ -360,7 +385,7 @@ def sample_dpm_2_ancestral(model, x, sigmas, extra_args=None, callback=None, dis
     st = _Setup(x, sigmas, extra_args, seed, noise_sampler)
     n, h = st.n, st.host
     anc = [_ancestral(h[i], h[i + 1], eta) for i in range(n)]
-    plans = [plan_from_sigmas([h[i], d], "dpm_2", device=x.device) for i, (d, _) in
+    plans = [_cached(plan_from_sigmas, [h[i], d], "dpm_2", x.device) for i, (d, _) in
              enumerate(anc)]
     state = _steps.new_state(plans[0], x)
     sig0 = st.sigma_in(h[:-1])
@@ -396,7 +421,7 @@ def sample_dpmpp_2m(model, x, sigmas, extra_args=None, callback=None, disable=No
     denoised lives in the step's state). Deterministic: no noise."""
     st = _Setup(x, sigmas, extra_args, 0, None)
     n, h = st.n, st.host
-    plan = plan_from_sigmas(h, "dpmpp", device=x.device, **_DPMPP_2M)
+    plan = _cached(plan_from_sigmas, h, "dpmpp", x.device, **_DPMPP_2M)
     state = _steps.new_state(plan, x)
     sig_in = st.sigma_in(h[:-1])
     for i in _trange(n, disable):
@@ -430,7 +455,7 @@ def sample_dpmpp_2m_sde(model, x, sigmas, extra_args=None, callback=None, disabl
     opts = dict(_DPMPP_2M, solver_type=solver_type)
     if eta:
         opts["algorithm_type"] = "sde-dpmsolver++"
-    plan = plan_from_sigmas(h, "dpmpp", device=x.device, **opts)
+    plan = _cached(plan_from_sigmas, h, "dpmpp", x.device, **opts)
     state = _steps.new_state(plan, x)
     sig_in = st.sigma_in(h[:-1])
     for i in _trange(n, disable):
