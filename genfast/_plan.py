@@ -476,6 +476,14 @@ def _lms_coefs(nodes, a, b):
     return out
 
 
+def _lms_order(order):
+    """``order`` as an int in 1..4 (any integer type; bool and floats are refused)."""
+    if isinstance(order, bool) or not hasattr(order, "__index__") or not 1 <= order <= 4:
+        raise ValueError(f"order must be an int in 1..4 for lms (the ring keeps three past "
+                         f"derivatives), got {order!r}")
+    return int(order)
+
+
 def _lms(c, st, opts):
     """Linear multistep (k-diffusion's sample_lms; diffusers'
     LMSDiscreteScheduler): Adams-Bashforth on dx/dsigma = d = (x - D)/sigma,
@@ -485,9 +493,7 @@ def _lms(c, st, opts):
     (1 + c_0/sigma) x - (c_0/sigma) D. A sigma repeated in the history (a
     zero-length step) would make the basis singular (k-diffusion: NaN): the
     order drops to the distinct nodes there."""
-    order = opts.get("order", 4)
-    if type(order) is not int or not 1 <= order <= 4:
-        raise ValueError(f"order must be an int in 1..4 for lms, got {order!r}")
+    order = _lms_order(opts.get("order", 4))
     s, sn = c["sigma"], c["sigma_next"]
     for i in range(len(s)):
         nodes = [float(s[i - k]) for k in range(min(i + 1, order))]

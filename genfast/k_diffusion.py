@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from . import steps as _steps
-from ._plan import PLAN_COLUMNS, SCOL, SamplingPlan, plan_from_sigmas
+from ._plan import PLAN_COLUMNS, SCOL, SamplingPlan, _lms_order, plan_from_sigmas
 from .ops.noise import randn
 
 STEP_STREAM = 1  # step i draws stream STEP_STREAM + i (stream 0: an initial latent)
@@ -419,9 +419,7 @@ def sample_lms(model, x, sigmas, extra_args=None, callback=None, disable=None, o
     computed once in float64 on the host: exact integrals of the degree <= 3
     Lagrange polynomials where k-diffusion calls scipy's quad every step).
     Deterministic: no noise."""
-    if type(order) is not int or not 1 <= order <= 4:
-        raise ValueError(f"order must be an int in 1..4 (the step keeps three past "
-                         f"derivatives), got {order!r}")
+    order = _lms_order(order)
     st = _Setup(x, sigmas, extra_args, 0, None)
     n, h = st.n, st.host
     plan = plan_from_sigmas(h, "lms", device=x.device, order=order)
