@@ -28,7 +28,8 @@ euler, euler_ancestral, flow_match_euler and dpmpp (orders 1-3, midpoint /
 heun, dpmsolver++ / sde-dpmsolver++, lower_order_final, euler_at_final). The
 samplers whose update is not this linear form (Heun and DPM2 substeps, LCM,
 UniPC's corrector) read the scalar columns; ``order``, ``r0``, ``r1`` carry
-their multistep state.
+their multistep state. lms has this form with derivatives in place of D1,
+D2 (and a third, ``c_d3``; STAGE_COLUMNS).
 """
 
 from __future__ import annotations
@@ -101,14 +102,20 @@ STAGE_COLUMNS = (
     "s1_c_x",         # 8  x_next = s1_c_x x + s1_c_p x_saved + s1_c_d0 D
     "s1_c_p",         # 9
     "s1_c_d0",        # 10
+    # lms (k-diffusion's sample_lms, diffusers' LMSDiscreteScheduler): the
+    # ring holds derivatives d = h_x x + h_d D = (x - D)/sigma, and
+    # x_next = c_x x + c_d0 D + c_d1 d_{i-1} + c_d2 d_{i-2} + c_d3 d_{i-3}
+    "h_x",            # 11
+    "h_d",            # 12
+    "c_d3",           # 13
 )
 SCOL = {name: j for j, name in enumerate(STAGE_COLUMNS)}
 
 SAMPLERS = ("ddim", "ddpm", "euler", "euler_ancestral", "flow_match_euler", "dpmpp",
-            "unipc", "heun", "dpm_2", "lcm")
+            "unipc", "heun", "dpm_2", "lcm", "lms")
 _FAMILY = {"ddim": "ddim", "ddpm": "ddim", "lcm": "ddim", "euler": "euler",
            "euler_ancestral": "euler", "heun": "euler", "dpm_2": "euler", "dpmpp": "dpm",
-           "unipc": "dpm"}
+           "unipc": "dpm", "lms": "euler"}
 
 
 @dataclass
@@ -222,7 +229,7 @@ def _lambda(alpha, svp):
 _SIGMA_KEYS = ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas",
                "final_sigmas_type")
 _TWO_STAGE = ("heun", "dpm_2")
-_SIGMA_SPACE = ("euler", "euler_ancestral", "heun", "dpm_2")
+_SIGMA_SPACE = ("euler", "euler_ancestral", "heun", "dpm_2", "lms")
 
 
 def _check_n(n):
@@ -286,13 +293,14 @@ def plan_from_sigmas(sigmas, sampler: str, *, device="cpu", **opts) -> SamplingP
     _euler_ancestral, _heun, _dpm_2), dpmpp (sample_dpmpp_2m with the default
     midpoint form; algorithm_type="sde-dpmsolver++" is sample_dpmpp_2m_sde
     with eta 1; solver_order=3 with solver_type="heun" and
-    lower_order_final=False is sample_dpmpp_3m_sde with eta 0) and unipc.
+    lower_order_final=False is sample_dpmpp_3m_sde with eta 0), unipc and
+    lms (sample_lms; ``order`` 1-4, default 4).
     DPM-Solver++ in sigma space is the VP form with its coefficients rescaled
     by alpha = 1/sqrt(sigma^2 + 1): c_x alpha/alpha_next, c_d / alpha_next,
     c_noise / alpha_next (Lu et al. 2022; k-diffusion's t = -log sigma is
     DPM-Solver's lambda).
     """
-    allowed = ("euler", "euler_ancestral", "heun", "dpm_2", "dpmpp", "unipc")
+    allowed = ("euler", "euler_ancestral", "heun", "dpm_2", "dpmpp", "unipc", "lms")
     if sampler not in allowed:
         raise ValueError(f"plan_from_sigmas: sampler must be one of {', '.join(allowed)}, got "
                          f"{sampler!r}")
@@ -391,6 +399,8 @@ def _fill_rows(cols, stage, sampler, opts, kind, space, train_sigmas, from_sigma
         _euler_ancestral(cols, float(opts.get("eta", 1.0)))
     elif sampler in _TWO_STAGE:
         _two_stage(cols, st, sampler, train_sigmas, from_sigmas)
+    elif sampler == "lms":
+        _lms(cols, st, opts)
     elif sampler in ("dpmpp", "unipc"):
         if kind == "vp" and not from_sigmas:
             cols["c_in"][:] = 1.0  # diffusers' DPM-Solver / UniPC: no input scaling
@@ -440,6 +450,62 @@ def _two_stage(c, st, sampler, train_sigmas, from_sigmas):
         st["s1_c_d0"][:] = -k
     for name in ("s1_c_x", "s1_c_p", "s1_c_d0"):
         st[name][:] += nan
+
+
+# Two-point Gauss-Legendre on [-1, 1]: exact for polynomials of degree <= 3
+_GL_X, _GL_W = np.polynomial.legendre.leggauss(2)
+
+
+def _lms_coefs(nodes, a, b):
+    """The integrals over [a, b] of the Lagrange basis polynomials of
+    ``nodes`` (t_0 = sigma_i, t_1 = sigma_{i-1}, ...; at most 4, distinct):
+    c_j = int_a^b prod_{k != j} (tau - t_k)/(t_j - t_k) dtau. The integrand
+    has degree <= 3, so two-point Gauss-Legendre gives the integral itself
+    up to float64 rounding (the product form is well conditioned); scipy's
+    quad, which k-diffusion and diffusers call, agrees to ~1e-12 relative
+    (tests/test_lms.py)."""
+    half, mid = 0.5 * (b - a), 0.5 * (a + b)
+    taus = mid + half * _GL_X
+    out = []
+    for j, tj in enumerate(nodes):
+        vals = _GL_W.copy()
+        for k, tk in enumerate(nodes):
+            if k != j:
+                vals *= (taus - tk) / (tj - tk)
+        out.append(half * float(vals.sum()))
+    return out
+
+
+def _lms_order(order):
+    """``order`` as an int in 1..4 (any integer type; bool and floats are refused)."""
+    if isinstance(order, bool) or not hasattr(order, "__index__") or not 1 <= order <= 4:
+        raise ValueError(f"order must be an int in 1..4 for lms (the ring keeps three past "
+                         f"derivatives), got {order!r}")
+    return int(order)
+
+
+def _lms(c, st, opts):
+    """Linear multistep (k-diffusion's sample_lms; diffusers'
+    LMSDiscreteScheduler): Adams-Bashforth on dx/dsigma = d = (x - D)/sigma,
+    x_next = x + sum_j c_j d_{i-j} with c_j the integral of the Lagrange basis
+    over [sigma_i, sigma_next] (`_lms_coefs`), order min(i + 1, order). The
+    ring holds d (h_x = 1/sigma, h_d = -1/sigma), so x + c_0 d_i is
+    (1 + c_0/sigma) x - (c_0/sigma) D. A sigma repeated in the history (a
+    zero-length step) would make the basis singular (k-diffusion: NaN): the
+    order drops to the distinct nodes there."""
+    order = _lms_order(opts.get("order", 4))
+    s, sn = c["sigma"], c["sigma_next"]
+    for i in range(len(s)):
+        nodes = [float(s[i - k]) for k in range(min(i + 1, order))]
+        o = 1
+        while o < len(nodes) and nodes[o] > nodes[o - 1]:
+            o += 1
+        coefs = _lms_coefs(nodes[:o], float(s[i]), float(sn[i])) + [0.0] * (4 - o)
+        inv = 1.0 / s[i]
+        c["order"][i] = o
+        c["c_x"][i], c["c_d0"][i] = 1.0 + coefs[0] * inv, -coefs[0] * inv
+        c["c_d1"][i], c["c_d2"][i], st["c_d3"][i] = coefs[1:]
+        st["h_x"][i], st["h_d"][i] = inv, -inv
 
 
 def _to_sigma_space(c):

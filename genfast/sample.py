@@ -48,6 +48,7 @@ SAMPLERS = {
     "dpmpp_3m": ("dpmpp", {"solver_order": 3}),
     "dpmpp_2m_sde": ("dpmpp", {"solver_order": 2, "algorithm_type": "sde-dpmsolver++"}),
     "unipc": ("unipc", {}),
+    "lms": ("lms", {}),  # order 4 (diffusers' LMSDiscreteScheduler.step default)
     "lcm": ("lcm", {}),
     "flow_match_euler": ("flow_match_euler", {}),
 }
@@ -58,7 +59,7 @@ DEFAULT_SCHEDULE = {"num_train_timesteps": 1000, "beta_schedule": "scaled_linear
                     "set_alpha_to_one": False}
 INIT_STREAM, STEP_STREAM = 0, 1
 _Tensor = torch.Tensor
-_MULTISTEP = ("dpmpp", "unipc", "heun", "dpm_2")  # samplers with a history state
+_MULTISTEP = ("dpmpp", "unipc", "heun", "dpm_2", "lms")  # samplers with a history state
 
 
 _SCHEDULES: dict = {}  # config -> Schedule: a schedule's float64 tables are built once
@@ -219,7 +220,7 @@ def sample(model, shape, *, sampler: str = "dpmpp_2m", steps: int = 30, schedule
             discrete schedule: diffusers' fractional timestep).
         shape: the global batch's shape (items first).
         sampler: a short name: ddpm, ddim, euler, euler_ancestral, heun, dpm_2,
-            dpmpp_2m, dpmpp_3m, dpmpp_2m_sde, unipc, lcm, flow_match_euler.
+            dpmpp_2m, dpmpp_3m, dpmpp_2m_sde, unipc, lms, lcm, flow_match_euler.
         steps: inference steps (model evaluations: twice per step for heun /
             dpm_2 except the last, as diffusers and k-diffusion).
         schedule: a genfast schedule, a diffusers scheduler or its ``.config``

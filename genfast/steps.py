@@ -4,7 +4,7 @@
 `step` is the one entry for every sampler: it dispatches on ``plan.sampler``
 to the single-step kernels (genfast/ops/steps.py: ddpm, ddim, euler,
 euler_ancestral, lcm, flow_match_euler) or the multistep / two-stage ones
-(genfast/ops/multistep.py: dpmpp, unipc, heun, dpm_2), whose history lives in
+(genfast/ops/multistep.py: dpmpp, unipc, heun, dpm_2, lms), whose history lives in
 a `StepState` made by `new_state`. A loop, for any sampler:
 
     plan = genfast.schedules.from_config(cfg).plan(n, sampler="dpmpp", device=dev)
@@ -60,6 +60,7 @@ dpmpp = _named("dpmpp", False)
 unipc = _named("unipc", False)
 heun = _named("heun", True)
 dpm_2 = _named("dpm_2", True)
+lms = _named("lms", False)
 
 __all__ = ["step", "StepOutput", "StepState", "new_state", "ddpm", "ddim", "euler",
-           "euler_ancestral", "lcm", "flow_match_euler", "dpmpp", "unipc", "heun", "dpm_2"]
+           "euler_ancestral", "lcm", "flow_match_euler", "dpmpp", "unipc", "heun", "dpm_2", "lms"]

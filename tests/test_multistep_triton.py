@@ -34,6 +34,8 @@ CASES = [
     ("unipc", "sample", {"solver_type": "bh1", "disable_corrector": [2]}, {}),
     ("heun", "epsilon", {}, {}),
     ("dpm_2", "v_prediction", {}, {}),
+    ("lms", "epsilon", {}, {}),
+    ("lms", "sample", {"order": 3}, {"guidance_scale": 3.0}),
 ]
 
 

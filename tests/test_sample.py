@@ -60,6 +60,7 @@ def _diffusers_loop(cls_name, model, shape, steps, seed, config=DEFAULT_SCHEDULE
     ("dpmpp_3m", "DPMSolverMultistepScheduler", {"solver_order": 3}),
     ("dpmpp_2m_sde", "DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}),
     ("unipc", "UniPCMultistepScheduler", {}),
+    ("lms", "LMSDiscreteScheduler", {}),
 ])
 @pytest.mark.parametrize("steps", [10, 20])
 def test_matches_diffusers_loop(name, cls, extra, steps):
@@ -207,7 +208,7 @@ def test_errors_name_the_argument():
 
 def test_every_short_name_is_listed():
     assert set(SAMPLERS) == {"ddpm", "ddim", "euler", "euler_ancestral", "heun", "dpm_2",
-                             "dpmpp_2m", "dpmpp_3m", "dpmpp_2m_sde", "unipc", "lcm",
+                             "dpmpp_2m", "dpmpp_3m", "dpmpp_2m_sde", "unipc", "lms", "lcm",
                              "flow_match_euler"}
 
 

@@ -107,12 +107,13 @@ std::tuple<at::Tensor, at::Tensor> multistep_step_cpu(
   a.x0 = (flags & st::kWantX0) ? x0.data_ptr() : nullptr;
   a.state = state.data_ptr();
   a.slot_stride = N * l.numel;
-  const bool multi = sampler == ms::kDpmpp || sampler == ms::kUnipc;
+  const bool multi = ms::has_ring((int)sampler);
   for (int j = 0; j < 3; ++j) {
     const bool used = multi && (k.ah[j] != 0.0 || (k.write_p && k.ch[j] != 0.0));
     a.h_slot[j] = used ? ms::ring_slot(i, j + 1) : -1;
   }
   a.d_slot = k.write_d ? ms::ring_slot(i, 0) : -1;
+  a.write_dx = k.write_dx;
   a.p_slot = sampler == ms::kUnipc ? 3 : (multi ? -1 : 0);
   a.read_p = k.read_p && (k.ap != 0.0 || (k.write_p && k.cp != 0.0));
   a.write_p = k.write_p;
@@ -128,7 +129,8 @@ std::tuple<at::Tensor, at::Tensor> multistep_step_cpu(
     const auto aligned = [](const void* p) { return (reinterpret_cast<uintptr_t>(p) & 31) == 0; };
     // stage 0 of heun / dpm_2 hands its sample and P to the stage-1 call
     // right after one model evaluation: those stay cached
-    a.stream_stores = !(sampler >= ms::kHeun && stage == 0) &&
+    const bool two_stage = sampler == ms::kHeun || sampler == ms::kDpm2;
+    a.stream_stores = !(two_stage && stage == 0) &&
                       sample.scalar_type() == at::kFloat && l.numel % 8 == 0 &&
                       streams * N * l.numel * esize >= kStreamBytes && aligned(a.prev) &&
                       (a.x0 == nullptr || aligned(a.x0)) && aligned(a.state);

@@ -29,8 +29,9 @@ inline MultistepLayout check_multistep(const at::Tensor& sample, const at::Tenso
   steps_dtype_code(sample.scalar_type());
   TORCH_CHECK(sample.dim() >= 2, "genfast multistep: sample needs a batch and a channel "
               "dimension, got shape ", sample.sizes());
-  TORCH_CHECK(sampler >= 0 && sampler <= 3, "genfast multistep: unknown sampler code ", sampler);
-  TORCH_CHECK(stage == 0 || (stage == 1 && sampler >= ms::kHeun),
+  TORCH_CHECK(sampler >= 0 && sampler < ms::kNumSamplers, "genfast multistep: unknown sampler "
+              "code ", sampler);
+  TORCH_CHECK(stage == 0 || (stage == 1 && (sampler == ms::kHeun || sampler == ms::kDpm2)),
               "genfast multistep: stage ", stage, " does not exist for sampler code ", sampler);
   TORCH_CHECK(prediction >= 0 && prediction <= 3, "genfast multistep: unknown prediction code ",
               prediction);

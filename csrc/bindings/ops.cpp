@@ -120,7 +120,7 @@ TORCH_LIBRARY(genfast, m) {
         "Tensor? noise, Tensor plan, Tensor? index, SymInt step, int sampler, int prediction, "
         "int variance, int flags, float[] params, SymInt seed, SymInt stream, "
         "SymInt sample_offset) -> (Tensor, Tensor)");
-  // multistep: genfast/ops/multistep.py (dpmpp, unipc, heun, dpm_2); math in
+  // multistep: genfast/ops/multistep.py (dpmpp, unipc, heun, dpm_2, lms); math in
   // csrc/include/genfast/multistep.h. `state` (the sampler's history) is
   // read and updated in place; stage_plan is the plan's STAGE_COLUMNS table.
   def_inplace(m, "multistep_step(Tensor sample, Tensor model_output, Tensor? uncond, "

@@ -86,12 +86,13 @@ struct Terms {
 // The step over n float32 elements (see multistep.h):
 //   m = r (u + g (c - u)) (CFG) or c;  D = px x + pm m
 //   out = ax x + ad D + sum ko_j t_j;  xc = cs x + cd D + sum kc_j t_j
+//   ring slot d <- D, or hx x + hd D with DX (lms)
 // d, xc, x0: null = not written. Vector and scalar tail do the same
 // operations in the same order.
-template <typename V, bool CFG, int NT, bool NTS>
+template <typename V, bool CFG, int NT, bool NTS, bool DX>
 inline void one(const float* x, const float* c, const float* u, V g, V r, const Terms& t,
-                const V* ko, const V* kc, V px, V pm, V ax, V ad, V cs, V cd, int64_t i,
-                float* out, float* d, float* xc, float* x0) {
+                const V* ko, const V* kc, V px, V pm, V ax, V ad, V cs, V cd, V hx, V hd,
+                int64_t i, float* out, float* d, float* xc, float* x0) {
   const V xv = ld<V>(x + i);
   V m = ld<V>(c + i);
   if constexpr (CFG) {
@@ -112,7 +113,10 @@ inline void one(const float* x, const float* c, const float* u, V g, V r, const 
   }
   // every load above, every store below: D may overwrite h2, xc P
   st<V, NTS>(out + i, o);
-  if (d != nullptr) st<V, NTS>(d + i, dv);
+  if (d != nullptr) {
+    if constexpr (DX) st<V, NTS>(d + i, hx * xv + hd * dv);  // lms: the derivative
+    else st<V, NTS>(d + i, dv);
+  }
   if (x0 != nullptr) st<V, NTS>(x0 + i, dv);
   if (xc != nullptr) {
     // P read and rewritten: its lines are cached already, a streamed store
@@ -122,7 +126,7 @@ inline void one(const float* x, const float* c, const float* u, V g, V r, const 
   }
 }
 
-template <bool CFG, int NT, bool NTS>
+template <bool CFG, int NT, bool NTS, bool DX>
 void fused(int64_t n, const float* x, const float* c, const float* u, float g, float r,
            const Terms& t, const multistep::CoefsF& k, float* out, float* d, float* xc,
            float* x0) {
@@ -138,14 +142,15 @@ void fused(int64_t n, const float* x, const float* c, const float* u, float g, f
   Terms tl = t;
   const vf gv = splat(g), rv = splat(r), px = splat(kl.px), pm = splat(kl.pm);
   const vf ax = splat(kl.ax), ad = splat(kl.ad), cs = splat(kl.cs), cd = splat(kl.cd);
+  const vf hx = splat(kl.hx), hd = splat(kl.hd);
   int64_t i = 0;
   for (; i + W <= n; i += W) {
-    one<vf, CFG, NT, NTS>(x, c, u, gv, rv, tl, kov, kcv, px, pm, ax, ad, cs, cd, i, out, d, xc,
-                          x0);
+    one<vf, CFG, NT, NTS, DX>(x, c, u, gv, rv, tl, kov, kcv, px, pm, ax, ad, cs, cd, hx, hd, i,
+                              out, d, xc, x0);
   }
   for (; i < n; ++i) {
-    one<float, CFG, NT, false>(x, c, u, g, r, tl, kos, kcs, kl.px, kl.pm, kl.ax, kl.ad, kl.cs,
-                               kl.cd, i, out, d, xc, x0);
+    one<float, CFG, NT, false, DX>(x, c, u, g, r, tl, kos, kcs, kl.px, kl.pm, kl.ax, kl.ad,
+                                   kl.cs, kl.cd, kl.hx, kl.hd, i, out, d, xc, x0);
   }
 #if defined(__SSE2__)
   if constexpr (NTS) _mm_sfence();  // the streamed stores are visible before the op returns
@@ -155,21 +160,35 @@ void fused(int64_t n, const float* x, const float* c, const float* u, float g, f
 using FusedFn = void (*)(int64_t, const float*, const float*, const float*, float, float,
                          const Terms&, const multistep::CoefsF&, float*, float*, float*, float*);
 
-template <bool CFG, bool NTS>
+template <bool CFG, bool NTS, bool DX>
 FusedFn fused_for(int nt) {
-  switch (nt) {
-    case 0: return fused<CFG, 0, NTS>;
-    case 1: return fused<CFG, 1, NTS>;
-    case 2: return fused<CFG, 2, NTS>;
-    case 3: return fused<CFG, 3, NTS>;
-    case 4: return fused<CFG, 4, NTS>;
-    default: return fused<CFG, 5, NTS>;
+  if constexpr (DX) {  // lms: at most the three ring terms (no P, no noise)
+    switch (nt) {
+      case 0: return fused<CFG, 0, NTS, true>;
+      case 1: return fused<CFG, 1, NTS, true>;
+      case 2: return fused<CFG, 2, NTS, true>;
+      default: return fused<CFG, 3, NTS, true>;
+    }
+  } else {
+    switch (nt) {
+      case 0: return fused<CFG, 0, NTS, false>;
+      case 1: return fused<CFG, 1, NTS, false>;
+      case 2: return fused<CFG, 2, NTS, false>;
+      case 3: return fused<CFG, 3, NTS, false>;
+      case 4: return fused<CFG, 4, NTS, false>;
+      default: return fused<CFG, 5, NTS, false>;
+    }
   }
 }
 
-FusedFn fused_for(bool cfg, bool nts, int nt) {
-  if (nts) return cfg ? fused_for<true, true>(nt) : fused_for<false, true>(nt);
-  return cfg ? fused_for<true, false>(nt) : fused_for<false, false>(nt);
+template <bool DX>
+FusedFn fused_for_dx(bool cfg, bool nts, int nt) {
+  if (nts) return cfg ? fused_for<true, true, DX>(nt) : fused_for<false, true, DX>(nt);
+  return cfg ? fused_for<true, false, DX>(nt) : fused_for<false, false, DX>(nt);
+}
+
+FusedFn fused_for(bool cfg, bool nts, int nt, bool dx) {
+  return dx ? fused_for_dx<true>(cfg, nts, nt) : fused_for_dx<false>(cfg, nts, nt);
 }
 
 template <typename T>
@@ -213,7 +232,7 @@ void apply_t(const MultistepArgs& a, const StreamArgs& s, int64_t item, int64_t 
     ++t.n;
   }
   // streaming stores: float32 only (the half types store from L1 blocks)
-  const FusedFn run = fused_for(cfg, kF32 && a.stream_stores, t.n);
+  const FusedFn run = fused_for(cfg, kF32 && a.stream_stores, t.n, a.write_dx);
   const T* xs = static_cast<const T*>(a.x) + item0;
   const T* cs = static_cast<const T*>(a.c) + item0;
   const T* us = cfg ? static_cast<const T*>(a.u) + item0 : nullptr;

@@ -20,6 +20,7 @@ struct MultistepArgs {
   int64_t slot_stride;      // items * numel
   int h_slot[3];     // ring slots of h0, h1, h2; -1: not read (zero coefficients)
   int d_slot;        // slot D is written to, or -1
+  bool write_dx;     // that slot gets k.hx x + k.hd D (lms's derivative), not D
   int p_slot;        // slot of P, or -1
   bool read_p, write_p;
   int dtype;

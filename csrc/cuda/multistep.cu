@@ -22,7 +22,7 @@ constexpr int kThreads = 256;
 // shared layout: the float coefficients, then the int flags
 struct Shared {
   ms::CoefsF k;
-  int h_slot[3], d_slot, p_slot, read_p, write_p, noise;
+  int h_slot[3], d_slot, p_slot, read_p, write_p, noise, write_dx;
   uint32_t nstream;
 };
 
@@ -43,12 +43,13 @@ __device__ void prepare(const MultistepLaunch& a, Shared* s) {
     k.ax = k.ap = k.ad = k.az = k.px = k.pm = nan;
   }
   s->k = ms::to_float(k);
-  const bool multi = a.sampler == ms::kDpmpp || a.sampler == ms::kUnipc;
+  const bool multi = ms::has_ring(a.sampler);
   for (int j = 0; j < 3; ++j) {
     const bool used = multi && (k.ah[j] != 0.0 || (k.write_p && k.ch[j] != 0.0));
     s->h_slot[j] = used ? ms::ring_slot(r, j + 1) : -1;
   }
   s->d_slot = k.write_d ? ms::ring_slot(r, 0) : -1;
+  s->write_dx = k.write_dx;
   s->p_slot = a.sampler == ms::kUnipc ? 3 : (multi ? -1 : 0);
   s->read_p = k.read_p && (k.ap != 0.0 || (k.write_p && k.cp != 0.0));
   s->write_p = k.write_p;
@@ -113,7 +114,9 @@ __global__ void __launch_bounds__(kThreads) multistep_kernel(MultistepLaunch a, 
       st(static_cast<T*>(a.prev), off, out);
       if (a.x0 != nullptr) st(static_cast<T*>(a.x0), off, d);
       // after the reads: slot i mod 3 held h2 until now
-      if (sh.d_slot >= 0) st(state, sh.d_slot * stride + off, d);
+      if (sh.d_slot >= 0) {
+        st(state, sh.d_slot * stride + off, sh.write_dx ? k.hx * x + k.hd * d : d);  // lms: d
+      }
       if (sh.write_p) st(state, sh.p_slot * stride + off, xc);
     }
   }

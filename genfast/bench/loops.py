@@ -18,7 +18,10 @@ Rows (op, mode "loop", 30 steps):
   wrapper: the drop-in's own speed-up);
 * euler, euler_ancestral (not in quick mode): the same with
   sample_euler(_ancestral) and EulerDiscreteScheduler /
-  EulerAncestralDiscreteScheduler.
+  EulerAncestralDiscreteScheduler;
+* lms (not in quick mode): sample_lms (order 4) and LMSDiscreteScheduler
+  (both call scipy's quad for every coefficient of every step; genfast's
+  plan integrates once, exactly).
 Rows "loop step (euler)", "loop step (dpmpp_2m)" (mode "overhead", 1x4x64x64):
 one model evaluation + fused step of genfast.sample's loop (the loop body
 itself, cycling through the 30 steps) against the bare model call: its
@@ -51,7 +54,9 @@ LOOPS = {
     "dpmpp_2m": ("sample_dpmpp_2m", "DPMSolverMultistepScheduler"),
     "euler": ("sample_euler", "EulerDiscreteScheduler"),
     "euler_ancestral": ("sample_euler_ancestral", "EulerAncestralDiscreteScheduler"),
+    "lms": ("sample_lms", "LMSDiscreteScheduler"),
 }
+_FULL_ONLY = ("euler_ancestral", "lms")  # quick mode keeps to the 30 s budget
 
 
 def eps_model(x, t):
@@ -228,7 +233,7 @@ def cases(device, full: bool = False, sizes=None, dtype=torch.float32) -> list[C
     out = []
     for n in sizes:  # quick: dpmpp_2m and euler (the <= 30 s budget); full: all of LOOPS
         out += [_loop_case(s, n, device, dtype) for s in LOOPS
-                if full or sizes is not QUICK_SIZES or s != "euler_ancestral"]
+                if full or sizes is not QUICK_SIZES or s not in _FULL_ONLY]
     out += [_overhead_case(device, dtype, s) for s in ("euler", "dpmpp_2m")]
     if importlib.util.find_spec("genfast.bench.dropin") is not None:
         import inspect

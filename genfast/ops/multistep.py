@@ -1,4 +1,4 @@
-"""Multistep and two-stage reverse steps (DPM-Solver++, UniPC, Heun, DPM2):
+"""Multistep and two-stage reverse steps (DPM-Solver++, UniPC, Heun, DPM2, LMS):
 one op call per step (per stage), classifier-free guidance fused, the
 sampler's history in a device state the op reads and updates in place, no
 host sync.
@@ -145,7 +145,8 @@ def _fast_codes(plan, key):
         hit = (-1, 0, 0, None, False, ())
     else:
         draws = sampler == 0 and plan.options.get("algorithm_type") == "sde-dpmsolver++"
-        two = tuple(plan.stages(i) == 2 for i in range(plan.num_steps)) if sampler >= 2 else ()
+        two = (tuple(plan.stages(i) == 2 for i in range(plan.num_steps))
+               if sampler in _ref.TWO_STAGE else ())
         hit = (sampler, pred, _rs.WANT_X0 if return_x0 else 0, [0.0, 0.0], draws, two)
     cache[key] = hit
     return hit
@@ -180,9 +181,9 @@ def step(plan: SamplingPlan, index, model_output: torch.Tensor, sample: torch.Te
          sample_offset: int = 0, return_x0: bool = True, backend: str | None = None
          ) -> StepOutput:
     """One step (stage ``stage``) of a multistep / two-stage sampler:
-    ``plan.sampler`` in dpmpp, unipc, heun, dpm_2 (reference: diffusers
-    0.42.1's DPMSolverMultistep / UniPCMultistep / HeunDiscrete schedulers and
-    k-diffusion 0.1.1.post1's samplers; the maths in
+    ``plan.sampler`` in dpmpp, unipc, heun, dpm_2, lms (reference: diffusers
+    0.42.1's DPMSolverMultistep / UniPCMultistep / HeunDiscrete /
+    LMSDiscrete schedulers and k-diffusion 0.1.1.post1's samplers; the maths in
     genfast/reference/multistep.py). ``state``: `new_state(plan, sample)`,
     written in place. Two-stage samplers (heun, dpm_2): stage 0 takes the
     model output at (x_i, sigma_i) and returns the sample of the second model
@@ -268,7 +269,7 @@ def step(plan: SamplingPlan, index, model_output: torch.Tensor, sample: torch.Te
         index_t, index_i = None, index
     else:
         index_t, index_i = _check_index(index, plan.num_steps)
-    two = sampler >= 2
+    two = sampler in _ref.TWO_STAGE
     if type(stage) is not int or not 0 <= stage <= (1 if two else 0):
         raise ValueError(f"stage must be 0{' or 1' if two else ''} for the {plan.sampler} "
                          f"sampler, got {stage!r}")

@@ -12,6 +12,11 @@ Samplers (codes shared with multistep.h and the op schema):
            Design Space of Diffusion-Based Generative Models", alg. 1)
   dpm_2 3  k-diffusion's DPM2 (the midpoint method at sigma_mid = sqrt(sigma
            sigma_next); Karras et al. 2022 appendix / Lu et al. 2022 DPM-Solver-2)
+  lms 4    linear multistep on the derivative d = (x - D)/sigma, orders 1-4, the
+           coefficients the integrals of the Lagrange basis over [sigma_i,
+           sigma_{i+1}] (Adams-Bashforth on the probability-flow ODE dx/dsigma
+           = d; Karras et al. 2022; k-diffusion's sample_lms, diffusers'
+           LMSDiscreteScheduler)
 
 All of them are linear in the step's x0 prediction D (from the model output
 by prediction type), the sample x and the state. The per-step coefficients
@@ -24,13 +29,16 @@ and lower-order final steps are zero coefficients, never a branch:
                  x' = c_x xc + c_d0 D + c_d1 H[i-1] + c_d2 H[i-2],  P <- xc
   heun / dpm_2   stage 0: x' = c_x x + c_d0 D, P <- x      (Euler to the stage-1 sigma)
                  stage 1: x' = s1_c_x x + s1_c_p P + s1_c_d0 D
+  lms            x' = c_x x + c_d0 D + c_d1 H[i-1] + c_d2 H[i-2] + c_d3 H[i-3],
+                 H[i] <- h_x x + h_d D   (c_d3, h_x, h_d: STAGE_COLUMNS)
 
 State (``genfast.steps.StepState``, one tensor of shape (slots,) + sample
 shape, in the sample's dtype): H, a ring of the last three x0 predictions,
-D of step i in slot i mod 3 (dpmpp: 3 slots; unipc: 3 + P); P, the saved
-sample (unipc: the corrected sample of the previous step; heun / dpm_2: the
-step's input for stage 1). The op writes D into slot i mod 3 after reading
-H[i-3] from it.
+D of step i in slot i mod 3 (dpmpp: 3 slots; unipc: 3 + P), for lms the
+last three derivatives d = h_x x + h_d D = (x - D)/sigma (3 slots); P, the
+saved sample (unipc: the corrected sample of the previous step; heun /
+dpm_2: the step's input for stage 1). The op writes D (lms: d) into slot
+i mod 3 after reading H[i-3] from it.
 
 x0 from a model output m at the input's (alpha, sigma_vp) with x_vp = k x
 (k = ``x_scale``: 1 in VP space, alpha in sigma space):
@@ -45,8 +53,9 @@ import torch
 from .._plan import COL, SCOL
 from . import steps as _st
 
-SAMPLERS = {"dpmpp": 0, "unipc": 1, "heun": 2, "dpm_2": 3}
-SLOTS = {0: 3, 1: 4, 2: 1, 3: 1}  # state slots per sampler code
+SAMPLERS = {"dpmpp": 0, "unipc": 1, "heun": 2, "dpm_2": 3, "lms": 4}
+SLOTS = {0: 3, 1: 4, 2: 1, 3: 1, 4: 3}  # state slots per sampler code
+TWO_STAGE = (2, 3)  # heun, dpm_2: stage 0 and stage 1
 P_GUIDANCE, P_RESCALE = 0, 1
 NUM_PARAMS = 2
 
@@ -118,6 +127,11 @@ def step(table, stage_table, index, sample, model_output, state, *, sampler: int
         state[0].copy_(sample)
         return col("c_x") * x + col("c_d0") * d, d
     h1, h2 = _read(hist, index, 1), _read(hist, index, 2)
+    if sampler == 4:
+        prev = (col("c_x") * x + col("c_d0") * d + col("c_d1") * h1 + col("c_d2") * h2
+                + scol("c_d3") * _read(hist, index, 3))
+        _write(state, index, scol("h_x") * x + scol("h_d") * d)
+        return prev, d
     if sampler == 1:
         xc = (col("cc_self") * x + col("cc_x") * hist[3] + col("cc_dnew") * d
               + col("cc_d0") * h1 + col("cc_d1") * h2 + col("cc_d2") * _read(hist, index, 3))
@@ -126,12 +140,17 @@ def step(table, stage_table, index, sample, model_output, state, *, sampler: int
     prev = col("c_x") * x + col("c_d0") * d + col("c_d1") * h1 + col("c_d2") * h2
     if noise is not None:
         prev = prev + col("c_noise") * noise.to(dtype)
-    slot = _slot(index, 0)
-    if isinstance(slot, torch.Tensor):
-        state.index_copy_(0, slot.reshape(1), d.to(state.dtype).unsqueeze(0))
-    else:
-        state[slot].copy_(d)
+    _write(state, index, d)
     return prev, d
 
 
-__all__ = ["step", "x0_of", "SAMPLERS", "SLOTS"]
+def _write(state, index, v):
+    """state[index mod 3] <- v (in place; a 0-d tensor index without a sync)."""
+    slot = _slot(index, 0)
+    if isinstance(slot, torch.Tensor):
+        state.index_copy_(0, slot.reshape(1), v.to(state.dtype).unsqueeze(0))
+    else:
+        state[slot].copy_(v)
+
+
+__all__ = ["step", "x0_of", "SAMPLERS", "SLOTS", "TWO_STAGE"]

@@ -4,7 +4,8 @@ a 0-d tensor read in the kernel: no host sync), computes the coefficients
 (csrc/include/genfast/multistep.h step_coefs, ported below as a jit
 function), and applies the linear form of multistep.h with CFG, in-kernel
 noise (the genfast stream, stream + index, as genfast.randn) and the
-in-place history update. History terms whose coefficient is zero are masked
+in-place history update (lms writes its derivative h_x x + h_d D to the
+ring, the others D). History terms whose coefficient is zero are masked
 loads (no memory traffic). Compute in float32; float16 / bfloat16 in and out.
 """
 
@@ -22,6 +23,8 @@ from .noise import RN_PRODUCTS, _block as _launch_block, launch_words, quad_norm
 _PLAN_COLS = tl.constexpr(len(PLAN_COLUMNS))
 _STAGE_COLS = tl.constexpr(len(STAGE_COLUMNS))
 BLOCK_GPU = 256  # quads per program
+_TWO_STAGE = (2, 3)  # heun, dpm_2: stage 0 saves x, stage 1 reads it
+_RING = (0, 1, 4)    # dpmpp, unipc, lms: the history ring
 
 
 @triton.jit
@@ -56,6 +59,7 @@ def _multistep_kernel(x_ptr, c_ptr, u_ptr, z_ptr, prev_ptr, x0_ptr, st_ptr, g_pt
                       plan_ptr, splan_ptr, idx_ptr, step, rows, numel, qpi, slot_stride, gscale,
                       k0, k1, stream, sample_offset,
                       SAMPLER: tl.constexpr, STAGE: tl.constexpr, PRED: tl.constexpr,
+                      TWO: tl.constexpr, RING: tl.constexpr,
                       HAS_IDX: tl.constexpr, CFG: tl.constexpr, GT: tl.constexpr,
                       NOISE: tl.constexpr, SEEDED: tl.constexpr, X0: tl.constexpr,
                       BLOCK: tl.constexpr, RN: tl.constexpr):
@@ -72,17 +76,27 @@ def _multistep_kernel(x_ptr, c_ptr, u_ptr, z_ptr, prev_ptr, x0_ptr, st_ptr, g_pt
     zero = tl.load(row + 3) * 0.0
     cs, cp, cd, ch0, ch1, ch2 = zero, zero, zero, zero, zero, zero
     ax, ap, ad, ah0, ah1, ah2, az = zero, zero, zero, zero, zero, zero, zero
-    if (SAMPLER >= 2) and (STAGE == 1):
+    hx = zero
+    hd = zero + 1.0
+    if TWO and (STAGE == 1):
         px, pm = _x0(tl.load(srow + 4), tl.load(srow + 5), tl.load(srow + 6), PRED)
         ax = tl.load(srow + 8)
         ap = tl.load(srow + 9)
         ad = tl.load(srow + 10)
     else:
         px, pm = _x0(tl.load(row + 3), tl.load(row + 4), tl.load(srow + 1), PRED)
-        if SAMPLER >= 2:
+        if TWO:
             ax = tl.load(row + 13)
             ad = tl.load(row + 14)
             cs = zero + 1.0
+        elif SAMPLER == 4:  # lms: the ring holds d = hx x + hd D
+            ax = tl.load(row + 13)
+            ad = tl.load(row + 14)
+            ah0 = tl.load(row + 15)
+            ah1 = tl.load(row + 16)
+            ah2 = tl.load(srow + 13)
+            hx = tl.load(srow + 11)
+            hd = tl.load(srow + 12)
         else:
             cx = tl.load(row + 13)
             if SAMPLER == 1:
@@ -124,7 +138,7 @@ def _multistep_kernel(x_ptr, c_ptr, u_ptr, z_ptr, prev_ptr, x0_ptr, st_ptr, g_pt
     d = px.to(tl.float32) * x + pm.to(tl.float32) * m
     out = ax.to(tl.float32) * x + ad.to(tl.float32) * d
     xc = cs.to(tl.float32) * x + cd.to(tl.float32) * d
-    if SAMPLER <= 1:
+    if RING:
         h0p = st_ptr + _ring(ir, 1) * slot_stride + off
         h1p = st_ptr + _ring(ir, 2) * slot_stride + off
         h2p = st_ptr + _ring(ir, 3) * slot_stride + off
@@ -138,7 +152,7 @@ def _multistep_kernel(x_ptr, c_ptr, u_ptr, z_ptr, prev_ptr, x0_ptr, st_ptr, g_pt
         p = tl.load(pp, mask=_used(mask, ap, cp), other=0.0).to(tl.float32)
         out += ap.to(tl.float32) * p
         xc += cp.to(tl.float32) * p
-    if (SAMPLER >= 2) and (STAGE == 1):
+    if TWO and (STAGE == 1):
         p = tl.load(st_ptr + off, mask=mask, other=0.0).to(tl.float32)
         out += ap.to(tl.float32) * p
     if NOISE:
@@ -153,11 +167,15 @@ def _multistep_kernel(x_ptr, c_ptr, u_ptr, z_ptr, prev_ptr, x0_ptr, st_ptr, g_pt
     tl.store(prev_ptr + off, out.to(ty), mask=mask)
     if X0:
         tl.store(x0_ptr + off, d.to(ty), mask=mask)
-    if SAMPLER <= 1:  # after the reads: slot i mod 3 held h2 until now
+    # after the reads: slot i mod 3 held h2 until now
+    if SAMPLER == 4:
+        dv = hx.to(tl.float32) * x + hd.to(tl.float32) * d
+        tl.store(st_ptr + _ring(ir, 0) * slot_stride + off, dv.to(ty), mask=mask)
+    elif RING:
         tl.store(st_ptr + _ring(ir, 0) * slot_stride + off, d.to(ty), mask=mask)
     if SAMPLER == 1:
         tl.store(st_ptr + 3 * slot_stride + off, xc.to(ty), mask=mask)
-    if (SAMPLER >= 2) and (STAGE == 0):
+    if TWO and (STAGE == 0):
         tl.store(st_ptr + off, x.to(ty), mask=mask)
 
 
@@ -195,7 +213,8 @@ def _multistep_step(sample: torch.Tensor, model_output: torch.Tensor,
     torch.library.wrap_triton(_multistep_kernel)[(triton.cdiv(qpi, block), n)](
         x, c, u, zt, prev, x0, state, g, plan, stage_plan, idx, step, plan.shape[0], numel, qpi,
         n * numel, params[0], k0, k1, stream32, offset32, SAMPLER=sampler, STAGE=stage,
-        PRED=prediction, HAS_IDX=index is not None, CFG=cfg, GT=gt,
+        PRED=prediction, TWO=sampler in _TWO_STAGE, RING=sampler in _RING,
+        HAS_IDX=index is not None, CFG=cfg, GT=gt,
         NOISE=(given or seeded) and sampler == 0, SEEDED=seeded, X0=bool(flags & _rs.WANT_X0),
         BLOCK=block, RN=RN_PRODUCTS, enable_fp_fusion=False)
     return prev, x0
