@@ -447,7 +447,7 @@ def sample_lms(model, x, sigmas, extra_args=None, callback=None, disable=None, o
     order = _lms_order(order)
     st = _Setup(x, sigmas, extra_args, 0, None)
     n, h = st.n, st.host
-    plan = plan_from_sigmas(h, "lms", device=x.device, order=order)
+    plan = _cached(plan_from_sigmas, h, "lms", x.device, order=order)
     state = _steps.new_state(plan, x)
     sig_in = st.sigma_in(h[:-1])
     for i in _trange(n, disable):
