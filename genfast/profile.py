@@ -76,10 +76,11 @@ SAMPLERS = {
     "unipc": ("unipc", {}, "UniPCMultistepScheduler", {}),
     "heun": ("heun", {}, "HeunDiscreteScheduler", {}),
     "dpm_2": ("dpm_2", {}, "KDPM2DiscreteScheduler", {}),
+    "lms": ("lms", {}, "LMSDiscreteScheduler", {}),
 }
 # samplers with history or two model evaluations: they need the multistep step API
 # (genfast.steps.new_state / plan.stages), present once that branch is merged
-MULTISTEP = {"dpmpp_2m", "dpmpp_3m", "dpmpp_2m_sde", "unipc", "heun", "dpm_2"}
+MULTISTEP = {"dpmpp_2m", "dpmpp_3m", "dpmpp_2m_sde", "unipc", "heun", "dpm_2", "lms"}
 
 
 def available_samplers() -> list[str]:
