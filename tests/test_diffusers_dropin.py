@@ -184,6 +184,12 @@ GRID = {
         dict(thresholding=True), dict(original_inference_steps=20, timestep_scaling=5.0),
         dict(rescale_betas_zero_snr=True, prediction_type="v_prediction", beta_schedule="linear"),
     ],
+    "LMSDiscreteScheduler": [
+        {}, dict(SD, use_karras_sigmas=True),
+        dict(prediction_type="v_prediction", timestep_spacing="trailing"),
+        dict(prediction_type="sample", timestep_spacing="leading", steps_offset=1),
+        dict(use_exponential_sigmas=True), dict(use_beta_sigmas=True, beta_schedule="scaled_linear"),
+    ],
     "FlowMatchEulerDiscreteScheduler": [
         {}, dict(shift=3.0), dict(use_dynamic_shifting=True),
         dict(use_dynamic_shifting=True, time_shift_type="linear", shift_terminal=0.1),
@@ -194,6 +200,7 @@ GRID = {
 STEP_KW = {  # step() keyword variants, with the config index they apply to
     "DDIMScheduler": [dict(eta=0.5), dict(eta=1.0, use_clipped_model_output=True)],
     "EulerDiscreteScheduler": [dict(s_churn=2.0, s_tmin=0.5, s_tmax=8.0, s_noise=1.003)],
+    "LMSDiscreteScheduler": [dict(order=1), dict(order=2), dict(order=3)],
 }
 STEPS = {"LCMScheduler": (1, 4, 8)}
 
@@ -267,7 +274,7 @@ LOW = [("DDPMScheduler", dict(clip_sample=False)), ("DDIMScheduler", dict(clip_s
        ("EulerDiscreteScheduler", {}), ("EulerAncestralDiscreteScheduler", {}),
        ("LCMScheduler", {}), ("FlowMatchEulerDiscreteScheduler", dict(shift=3.0)),
        ("HeunDiscreteScheduler", {}), ("DPMSolverMultistepScheduler", dict(solver_order=3)),
-       ("UniPCMultistepScheduler", {})]
+       ("UniPCMultistepScheduler", {}), ("LMSDiscreteScheduler", {})]
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
@@ -777,3 +784,24 @@ def test_bound_step_equals_the_wrapper(name, opts, dtype, monkeypatch):
     binds = not (opts.get("thresholding") or opts.get("variance_type") or opts.get("s_churn")
                  or opts.get("stochastic_sampling"))
     assert any(c is not None for c in calls) == binds
+
+
+def test_lms_order_is_fixed_per_loop():
+    """LMS's ``order`` picks the plan at a loop's first step; changing it in
+    the middle of a genfast loop raises naming it, an order the ring cannot
+    hold runs diffusers' own step for the whole loop."""
+    g = G.LMSDiscreteScheduler(**SD)
+    g.set_timesteps(6)
+    x = latent()
+    with pytest.raises(NotImplementedError, match="order=2"):
+        for j, t in enumerate(g.timesteps):
+            x = g.step(dummy_model(g.scale_model_input(x, t), t), t, x,
+                       order=4 if j < 3 else 2).prev_sample
+    d = diffusers.LMSDiscreteScheduler(**SD)
+    for s in (d, g):
+        s.set_timesteps(6)
+    xd = xg = latent()
+    for t in d.timesteps:
+        xd = d.step(dummy_model(d.scale_model_input(xd, t), t), t, xd, order=6).prev_sample
+        xg = g.step(dummy_model(g.scale_model_input(xg, t), t), t, xg, order=6).prev_sample
+    assert g._gf_state is None and torch.equal(xd, xg)

@@ -53,7 +53,8 @@ NotImplementedError naming it when the scheduler is built.
 
 from __future__ import annotations
 
-from ._multi import DPMSolverMultistepScheduler, HeunDiscreteScheduler, UniPCMultistepScheduler
+from ._multi import (DPMSolverMultistepScheduler, HeunDiscreteScheduler, LMSDiscreteScheduler,
+                     UniPCMultistepScheduler)
 from ._pipeline import accelerate
 from ._single import (DDIMScheduler, DDPMScheduler, EulerAncestralDiscreteScheduler,
                       EulerDiscreteScheduler, FlowMatchEulerDiscreteScheduler, LCMScheduler)
@@ -61,7 +62,8 @@ from ._single import (DDIMScheduler, DDPMScheduler, EulerAncestralDiscreteSchedu
 CLASSES = {c.__name__: c for c in (DDPMScheduler, DDIMScheduler, EulerDiscreteScheduler,
                                    EulerAncestralDiscreteScheduler, HeunDiscreteScheduler,
                                    DPMSolverMultistepScheduler, UniPCMultistepScheduler,
-                                   LCMScheduler, FlowMatchEulerDiscreteScheduler)}
+                                   LCMScheduler, FlowMatchEulerDiscreteScheduler,
+                                   LMSDiscreteScheduler)}
 
 for _c in CLASSES.values():  # pickles and pipeline configs name the public module
     _c.__module__ = __name__

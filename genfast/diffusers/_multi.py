@@ -1,5 +1,5 @@
 """The multistep / two-stage drop-ins: DPMSolverMultistep (DPM-Solver++),
-UniPCMultistep, Heun. The solver history lives in a genfast ``StepState``
+UniPCMultistep, Heun, LMSDiscrete. The solver history lives in a genfast ``StepState``
 (made at the loop's first step, dropped by ``set_timesteps``); each step is
 one ``genfast.steps.step(..., state=, stage=)`` call. A loop that does not
 start at step 0 (img2img with ``set_begin_index``), float64 or mixed-dtype
@@ -9,10 +9,11 @@ counts from step 0."""
 from __future__ import annotations
 
 import math
+import warnings
 
 import diffusers as _d
 import torch
-from diffusers.schedulers import scheduling_heun_discrete
+from diffusers.schedulers import scheduling_heun_discrete, scheduling_lms_discrete
 from diffusers.schedulers.scheduling_utils import SchedulerOutput
 
 from genfast import steps as _steps
@@ -206,4 +207,61 @@ class HeunDiscreteScheduler(_Multistep, _SigmaSpace, _d.HeunDiscreteScheduler):
                       pred_original_sample=x0)
 
 
-MULTI = (HeunDiscreteScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler)
+class LMSDiscreteScheduler(_Multistep, _SigmaSpace, _d.LMSDiscreteScheduler):
+    """diffusers' LMSDiscreteScheduler (the linear multistep method of
+    k-diffusion's sample_lms, Karras et al. 2022: x <- x + sum_j c_j d_{i-j}
+    over the last ``order`` derivatives d = (x - x0)/sigma, c_j the integral
+    of the Lagrange basis over [sigma_i, sigma_{i+1}]) with a fused genfast
+    step: the coefficients come from the plan (exact float64 integrals, where
+    diffusers calls scipy's quad every step, a host round trip per term), the
+    derivatives live in the step's history ring. ``order`` is 1 to 4 and
+    fixed for a loop (the plan is built for it at step 0); another order in
+    the middle of a loop raises NotImplementedError naming it."""
+
+    __init__ = checked_init(_d.LMSDiscreteScheduler.__init__)
+    _gf_sampler = "lms"
+    _gf_order = 4
+
+    @classmethod
+    def unsupported(cls, config):
+        return _pred(config)
+
+    def set_timesteps(self, num_inference_steps, device=None):
+        self._gf_reset()
+        super().set_timesteps(num_inference_steps, device)
+        self._gf_order = 4
+        self._gf_set_plan(self.num_inference_steps, order=4)
+        self._gf_after_set()
+
+    def step(self, model_output, timestep, sample, order=4, return_dict=True):
+        if self._gf_plan is not None and self._step_index is None:
+            self._init_step_index(timestep)
+        i = self._step_index
+        if (self._gf_plan is not None and self._gf_state is None and i == 0
+                and order != self._gf_order and type(order) is int and 1 <= order <= 4):
+            self._gf_order = order  # the loop's order, chosen at its first step
+            self._gf_set_plan(self.num_inference_steps, order=order)
+            self._gf_after_set()
+        if self._gf_plan is None or not (order == self._gf_order and
+                                         self._gf_begin(i, sample, model_output)):
+            if self._gf_state is not None:
+                raise NotImplementedError(
+                    f"genfast.diffusers.LMSDiscreteScheduler: order={order!r} in the middle of "
+                    f"a loop started with order={self._gf_order} (the history is genfast's)")
+            self._gf_off = True
+            return super().step(model_output, timestep, sample, order, return_dict)
+        if not self.is_scale_input_called:
+            warnings.warn("The `scale_model_input` function should be called before `step` to "
+                          "ensure correct denoising. See `StableDiffusionPipeline` for a usage "
+                          "example.")
+        prev, x0 = _steps.step(self._gf_plan_on(sample.device), i, model_output, sample,
+                               state=self._gf_state, prediction_type=self.config.prediction_type)
+        self._step_index += 1
+        if not return_dict:
+            return prev, x0
+        return output(scheduling_lms_discrete.LMSDiscreteSchedulerOutput, prev_sample=prev,
+                      pred_original_sample=x0)
+
+
+MULTI = (HeunDiscreteScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler,
+         LMSDiscreteScheduler)
