@@ -110,6 +110,39 @@ def test_seeded_noise_is_randn(backend, dtype, shape):
     assert torch.equal(x_t, x2) and torch.equal(target, t2)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_seeded_epsilon_target_is_the_noise(backend, dtype):
+    # epsilon: the target is the noise tensor itself (diffusers' training
+    # scripts: target = noise), no third copy; x_t still equals the
+    # given-noise path and its gradient still reaches x0
+    d, g = ddpm()
+    dev = DEV[backend]
+    x0 = torch.randn(3, 2, 5, 7).to(dev, dtype).requires_grad_()
+    t = torch.tensor([0, 500, 999], device=dev)
+    x_t, noise, target = genfast.add_noise(x0, t, g, seed=77, stream=4, backend=backend)
+    assert target is noise and not noise.requires_grad
+    x2, _, t2 = genfast.add_noise(x0.detach(), t, g, noise=noise, backend=backend)
+    assert torch.equal(x_t.detach(), x2) and torch.equal(t2, noise)
+    x_t.sum().backward()
+    want = d.alphas_cumprod[t.cpu()].double().sqrt()
+    torch.testing.assert_close(x0.grad, (want.to(dev, dtype).view(-1, 1, 1, 1))
+                               .expand_as(x0), atol=1e-6 if dtype == torch.float64 else 1e-2,
+                               rtol=1e-2)
+
+
+def test_seeded_op_epsilon_returns_an_empty_target():
+    if "cpu" not in BACKENDS:
+        pytest.skip("no cpu backend")
+    _, g = ddpm()
+    x0, t = torch.randn(2, 3, 4), torch.tensor([1, 900])
+    op = torch.ops.genfast.training_add_noise_seeded
+    x_t, noise, target = op(x0, t, g.table("cpu"), 0, 0, 5, 1, 0)
+    assert target.shape == (0,) and noise.shape == x0.shape
+    x_v, noise_v, target_v = op(x0, t, g.table("cpu"), 0, 1, 5, 1, 0)  # v: written
+    assert target_v.shape == x0.shape and torch.equal(noise_v, noise) and torch.equal(x_v, x_t)
+
+
 @pytest.mark.parametrize("backend", KERNELS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_kernels_match_reference(backend, dtype):
@@ -382,6 +415,7 @@ def _op_samples(device):
         (ops.training_add_noise.default, (xr, y2, t, table, 0, 1)),
         (ops.training_add_noise.default, (xr, y2, ts, torch.zeros(0, 4, dtype=torch.float64, **f), 1, 1)),
         (ops.training_add_noise_seeded.default, (xr, t, table, 0, 0, 5, 3, 2)),
+        (ops.training_add_noise_seeded.default, (xr, t, table, 0, 1, 5, 3, 2)),
         (ops.training_add_noise_backward.default, (x, y2, t, table, 0, 1, 0)),
         (ops.training_add_noise_backward.default, (None, y2, t, table, 0, 1, 1)),
         (ops.training_diffusion_loss.default, (xr, y2, t, table, 0, 1, 0, 5.0, 0.5, 1)),

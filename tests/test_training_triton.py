@@ -72,6 +72,20 @@ def test_seeded_noise_is_randn(dtype, shape):
     torch.testing.assert_close(target, t2, **TOL[dtype])
 
 
+def test_seeded_epsilon_target_is_the_noise():
+    # epsilon: the kernel writes no target; the wrapper returns the noise itself
+    x0 = rnd((2, 5, 3))
+    t = torch.tensor([0, 900], device=DEVICE)
+    x_t, noise, target = genfast.add_noise(x0, t, VP, seed=9, stream=2, backend="triton")
+    assert target is noise
+    assert torch.equal(noise, genfast.randn((2, 5, 3), seed=9, stream=2, device=DEVICE,
+                                            backend="triton"))
+    x2, _, _ = genfast.add_noise(x0, t, VP, noise=noise, backend="reference")
+    torch.testing.assert_close(x_t, x2, **TOL[torch.float32])
+    raw = torch.ops.genfast.training_add_noise_seeded_triton(x0, t, VP.table(DEVICE), 0, 0, 9, 2, 0)
+    assert raw[2].shape == (0,) and torch.equal(raw[1], noise)
+
+
 def test_loss_kl_reparam_and_backward():
     t = torch.tensor([3, 999], device=DEVICE)
     res = {}
@@ -106,6 +120,7 @@ def test_opcheck_gpu():
     ops = torch.ops.genfast
     torch.library.opcheck(ops.training_add_noise_triton.default, (x, x.clone(), t, table, 0, 1))
     torch.library.opcheck(ops.training_add_noise_seeded_triton.default, (x, t, table, 0, 0, 5, 3, 2))
+    torch.library.opcheck(ops.training_add_noise_seeded_triton.default, (x, t, table, 0, 1, 5, 3, 2))
     torch.library.opcheck(ops.training_diffusion_loss_triton.default,
                           (x, x.clone(), t, table, 0, 1, 0, 5.0, 0.5, 1))
     torch.library.opcheck(ops.training_kl_divergence_triton.default, (x, x.clone(), 2))

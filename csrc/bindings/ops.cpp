@@ -75,6 +75,9 @@ TORCH_LIBRARY(genfast, m) {
   // weighting 0 none / 1 min-SNR / 2 EDM; reduction 0 none / 1 mean / 2 sum.
   m.def("training_add_noise(Tensor x0, Tensor noise, Tensor timesteps, Tensor table, int kind, "
         "int prediction) -> (Tensor, Tensor)");
+  // training_add_noise_seeded -> (x_t, noise, target); for prediction 0 (epsilon) the target
+  // IS the noise, so target comes back empty (shape [0]) instead of as a third written copy
+  // (outputs of an op may not alias; genfast.add_noise returns (x_t, noise, noise)).
   m.def("training_add_noise_seeded(Tensor x0, Tensor timesteps, Tensor table, int kind, "
         "int prediction, SymInt seed, SymInt stream, SymInt sample_offset) -> (Tensor, Tensor, Tensor)");
   m.def("training_add_noise_backward(Tensor? grad_x_t, Tensor? grad_target, Tensor timesteps, "

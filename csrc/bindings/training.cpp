@@ -144,10 +144,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> add_noise_seeded_cpu(
   const ItemLayout l = item_layout(x0);
   const cpu::StreamArgs s = stream_args(l.numel, seed, stream, sample_offset, l.items);
   const at::Tensor x = contig(x0);
+  // epsilon: the target is the noise; no third output written (see the schema in ops.cpp)
+  const bool eps = prediction == 0;
   at::Tensor xt = at::empty(x0.sizes(), x0.options()), noise = at::empty(x0.sizes(), x0.options()),
-             target = at::empty(x0.sizes(), x0.options());
-  const cpu::Affine2Args a{x.data_ptr(), nullptr, xt.data_ptr(), target.data_ptr(), k.data(), dt,
-                           l.numel};
+             target = eps ? at::empty({0}, x0.options()) : at::empty(x0.sizes(), x0.options());
+  const cpu::Affine2Args a{x.data_ptr(), nullptr, xt.data_ptr(),
+                           eps ? nullptr : target.data_ptr(), k.data(), dt, l.numel};
   const auto f = kernels().add_noise_seeded;
   void* np = noise.data_ptr();
   at::parallel_for(0, l.items * s.quads_per_item, kQuadGrain,

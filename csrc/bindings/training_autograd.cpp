@@ -188,16 +188,24 @@ struct AddNoiseSeeded : torch::autograd::Function<AddNoiseSeeded> {
     at::AutoDispatchBelowADInplaceOrView guard;
     auto [xt, noise, target] = h.call(x0, timesteps, table, kind, prediction, std::move(seed),
                                       std::move(stream), std::move(sample_offset));
-    ctx->mark_non_differentiable({noise});  // drawn from the stream: no input behind it
+    // noise is drawn from the stream: no input behind it; for epsilon the
+    // target is empty (the caller's target is the noise)
+    if (prediction == 0) {
+      ctx->mark_non_differentiable({noise, target});
+    } else {
+      ctx->mark_non_differentiable({noise});
+    }
     return {xt, noise, target};
   }
 
   static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
     tensor_list out(8);
-    if (!ctx->needs_input_grad(0) || (!grads[0].defined() && !grads[2].defined())) return out;
+    const int64_t prediction = ctx->saved_data["prediction"].toInt();
+    const at::Tensor g_target = prediction == 0 ? at::Tensor() : grads[2];  // epsilon: empty
+    if (!ctx->needs_input_grad(0) || (!grads[0].defined() && !g_target.defined())) return out;
     const auto saved = ctx->get_saved_variables();
-    out[0] = noise_grad(grads[0], grads[2], saved[0], saved[1],
-                        ctx->saved_data["kind"].toInt(), ctx->saved_data["prediction"].toInt(), 0);
+    out[0] = noise_grad(grads[0], g_target, saved[0], saved[1],
+                        ctx->saved_data["kind"].toInt(), prediction, 0);
     return out;
   }
 };

@@ -77,12 +77,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> add_noise_seeded_cuda(
   const ItemLayout l = item_layout(x0);
   const Seed s = seed_args(seed, stream, sample_offset, l.items, l.numel);
   const at::Tensor x = x0.contiguous();
+  // epsilon: the target is the noise; no third output written (see the schema in ops.cpp)
+  const bool eps = prediction == 0;
   at::Tensor xt = at::empty(x0.sizes(), x0.options()), noise = at::empty(x0.sizes(), x0.options()),
-             target = at::empty(x0.sizes(), x0.options());
+             target = eps ? at::empty({0}, x0.options()) : at::empty(x0.sizes(), x0.options());
   C10_CUDA_CHECK(cuda::launch_add_noise_seeded(x.data_ptr(), xt.data_ptr(), noise.data_ptr(),
-                                               target.data_ptr(), dt, l.items, l.numel, ts,
-                                               (int)prediction, s.k0, s.k1, s.stream, s.offset,
-                                               current_stream()));
+                                               eps ? nullptr : target.data_ptr(), dt, l.items,
+                                               l.numel, ts, (int)prediction, s.k0, s.k1, s.stream,
+                                               s.offset, current_stream()));
   return {xt, noise, target};
 }
 

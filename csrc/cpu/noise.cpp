@@ -3,6 +3,15 @@
 // Philox runs W counters at a time through philox_simd.h; Box-Muller runs
 // noise.h's generic math on VecLanes (a few native SIMD registers side by
 // side) over the 2W word pairs.
+// GCC does not schedule instructions before register allocation on x86 by
+// default; Box-Muller's chains (log polynomial, sqrt, sin / cos) then reach
+// the out-of-order core one after another and it runs latency-bound. The
+// pre-allocation scheduler interleaves them (about 10% fewer cycles per
+// normal on Zen 3); sched-pressure keeps it from adding spills. Instruction
+// order only: the operations, and so the bits, stay the same.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("schedule-insns", "sched-pressure")
+#endif
 #include "noise_kernels.h"
 
 #include <string.h>
@@ -36,9 +45,10 @@ constexpr int kNativeFloats = 4;  // SSE2 on x86-64, NEON on aarch64
 #endif
 typedef float NativeF __attribute__((vector_size(4 * kNativeFloats)));
 typedef int32_t NativeI __attribute__((vector_size(4 * kNativeFloats)));
-// Two chains for AVX2 / AVX-512 (four spill on AVX2's 16 registers and run
-// slower); four for the 4-lane SSE2 / NEON registers (measured faster there).
-constexpr int kBmChains = kNativeFloats == 4 ? 4 : 2;
+// Two chains for AVX-512; four for AVX2 (measured fastest there: the
+// spills cost less than the latency they hide) and for the 4-lane SSE2 /
+// NEON registers.
+constexpr int kBmChains = kNativeFloats == 16 ? 2 : 4;
 constexpr int kBmLanes = kBmChains * kNativeFloats;
 
 template <class V>
@@ -151,10 +161,91 @@ struct VecLanes {
   }
 };
 
-// Counters per block: 4 AVX-512 or 8 AVX2 registers per Philox word, enough
-// independent work to hide the multiply latency.
+// Counters per block: 4 AVX-512 registers per Philox word (16 AVX2 ones in
+// the spread form below), enough independent work to hide the latencies.
 constexpr int W = 64;
 
+#if defined(__AVX2__) && !defined(__AVX512F__)
+// AVX2: Philox in philox_simd.h's spread form, four counters per register,
+// slot k of register g holding counter 4g + {0, 2, 1, 3}[k]. Its output
+// feeds Box-Muller as is (u1 lanes: w0, w2 of slot 0, slot 1 | slot 2, 3),
+// and n_a / n_b come out so that one unpack each gives two counters' four
+// consecutive normals: no transposition through memory.
+//
+// Philox runs for the whole block first (kPhiloxGroup registers side by
+// side, enough independent chains to hide the multiply latency), its words
+// parked in u1 / u2, then Box-Muller over them: each phase alone has the
+// instruction-level parallelism that one group run end to end lacks (its
+// Philox and Box-Muller are one long dependency chain, and the out-of-order
+// window cannot reach the next group past ~350 instructions). Running the
+// next group's Philox beside this group's Box-Muller measured slower.
+// Every element goes through the same straight-line code, whatever its
+// position, so results never depend on where a block or thread starts.
+static_assert(kNativeFloats == 8 && (W / 4) % kBmChains == 0, "AVX2 layout");
+constexpr int kPhiloxGroup = 4;
+static_assert((W / 4) % kPhiloxGroup == 0, "Philox runs whole groups");
+
+// The normals of W counters: c0 (and c1 unless kUniform) in spread form.
+template <bool kUniform>
+inline void normals_words(const __m256i* c0, const __m256i* c1, const StreamKeys& keys,
+                          float* out) {
+  alignas(32) __m256i u1[W / 4], u2[W / 4];
+  for (int g = 0; g < W / 4; g += kPhiloxGroup) {
+    __m256i a[kPhiloxGroup], b[kPhiloxGroup], o1[kPhiloxGroup], o2[kPhiloxGroup];
+    for (int i = 0; i < kPhiloxGroup; ++i) {
+      a[i] = c0[g + i];
+      b[i] = kUniform ? a[i] : c1[g + i];
+    }
+    philox_stream_avx2<kPhiloxGroup, kUniform>(a, b, keys, o1, o2);
+    for (int i = 0; i < kPhiloxGroup; ++i) {
+      u1[g + i] = o1[i];
+      u2[g + i] = o2[i];
+    }
+  }
+  for (int g = 0; g < W / 4; g += kBmChains) {
+    VecLanes::I w1, w2;
+    for (int k = 0; k < kBmChains; ++k) {
+      w1.v[k] = (NativeI)u1[g + k];
+      w2.v[k] = (NativeI)u2[g + k];
+    }
+    const SinCosT<VecLanes::F> n = box_muller_t<VecLanes>(w1, w2);
+    for (int k = 0; k < kBmChains; ++k) {
+      const __m256 a = (__m256)n.c.v[k], b = (__m256)n.s.v[k];
+      float* o = out + 16 * (g + k);
+      _mm256_storeu_ps(o, _mm256_unpacklo_ps(a, b));      // counters 4k, 4k + 1
+      _mm256_storeu_ps(o + 8, _mm256_unpackhi_ps(a, b));  // counters 4k + 2, 4k + 3
+    }
+  }
+}
+
+// The W counters quad0 + l of item `sample` (the common case: one item).
+inline void normals_block_uniform(uint32_t quad0, uint32_t sample, uint32_t stream, uint32_t k0,
+                                  uint32_t k1, float* out) {
+  StreamKeys keys;
+  stream_keys(keys, stream, k0, k1, true, sample);
+  const __m256i order = _mm256_set_epi64x(3, 1, 2, 0);
+  alignas(32) __m256i c0[W / 4];
+  for (int g = 0; g < W / 4; ++g) {
+    c0[g] = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(quad0 + 4 * g)), order);
+  }
+  normals_words<true>(c0, c0, keys, out);
+}
+
+// Counters (quad[l], sample[l]), l < W.
+inline void normals_block(const uint32_t* quad, const uint32_t* sample, uint32_t stream,
+                          uint32_t k0, uint32_t k1, float* out) {
+  StreamKeys keys;
+  stream_keys(keys, stream, k0, k1, false, 0u);
+  alignas(32) __m256i c0[W / 4], c1[W / 4];
+  for (int g = 0; g < W / 4; ++g) {
+    const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(quad + 4 * g));
+    const __m128i s = _mm_loadu_si128(reinterpret_cast<const __m128i*>(sample + 4 * g));
+    c0[g] = _mm256_permute4x64_epi64(_mm256_cvtepu32_epi64(q), 0xD8);  // slots 0, 2, 1, 3
+    c1[g] = _mm256_permute4x64_epi64(_mm256_cvtepu32_epi64(s), 0xD8);
+  }
+  normals_words<false>(c0, c1, keys, out);
+}
+#else
 // Every element goes through this same straight-line block, whatever its
 // position, so results never depend on where a block or thread starts.
 inline void normals_block(const uint32_t* quad, const uint32_t* sample, uint32_t stream,
@@ -167,32 +258,6 @@ inline void normals_block(const uint32_t* quad, const uint32_t* sample, uint32_t
     c3[l] = 0u;
   }
   philox_lanes<W>(quad, sample, c2, c3, k0, k1, u1, u2, u1 + W, u2 + W);
-#if defined(__AVX2__) && !defined(__AVX512F__)
-  // AVX2: the two chains are lanes l.. (words w0, w1) and W + l.. (w2, w3) of
-  // the same eight counters, so their normals transpose in registers straight
-  // into the 32 consecutive outputs 4l .. 4l + 31 (no na / nb round trip).
-  static_assert(kBmChains == 2 && kNativeFloats == 8, "AVX2 layout");
-  for (int l = 0; l < W; l += 8) {
-    VecLanes::I w1, w2;
-    memcpy(&w1.v[0], u1 + l, 32);
-    memcpy(&w1.v[1], u1 + W + l, 32);
-    memcpy(&w2.v[0], u2 + l, 32);
-    memcpy(&w2.v[1], u2 + W + l, 32);
-    const SinCosT<VecLanes::F> n = box_muller_t<VecLanes>(w1, w2);
-    const __m256 a = (__m256)n.c.v[0], b = (__m256)n.s.v[0];  // elements 4l + 0, 4l + 1
-    const __m256 c = (__m256)n.c.v[1], d = (__m256)n.s.v[1];  // elements 4l + 2, 4l + 3
-    const __m256 t0 = _mm256_unpacklo_ps(a, b), t1 = _mm256_unpackhi_ps(a, b);
-    const __m256 t2 = _mm256_unpacklo_ps(c, d), t3 = _mm256_unpackhi_ps(c, d);
-    const __m256 q0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));  // quads 0 | 4
-    const __m256 q1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));  // quads 1 | 5
-    const __m256 q2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));  // quads 2 | 6
-    const __m256 q3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));  // quads 3 | 7
-    _mm256_storeu_ps(out + 4 * l + 0, _mm256_permute2f128_ps(q0, q1, 0x20));
-    _mm256_storeu_ps(out + 4 * l + 8, _mm256_permute2f128_ps(q2, q3, 0x20));
-    _mm256_storeu_ps(out + 4 * l + 16, _mm256_permute2f128_ps(q0, q1, 0x31));
-    _mm256_storeu_ps(out + 4 * l + 24, _mm256_permute2f128_ps(q2, q3, 0x31));
-  }
-#else
   alignas(64) float na[2 * W], nb[2 * W];
   static_assert((2 * W) % kBmLanes == 0, "Box-Muller runs whole lane vectors");
   for (int l = 0; l < 2 * W; l += kBmLanes) {
@@ -207,8 +272,18 @@ inline void normals_block(const uint32_t* quad, const uint32_t* sample, uint32_t
     out[4 * l + 2] = na[W + l];
     out[4 * l + 3] = nb[W + l];
   }
-#endif
 }
+
+inline void normals_block_uniform(uint32_t quad0, uint32_t sample, uint32_t stream, uint32_t k0,
+                                  uint32_t k1, float* out) {
+  alignas(64) uint32_t quad[W], samples[W];
+  for (int l = 0; l < W; ++l) {
+    quad[l] = quad0 + static_cast<uint32_t>(l);
+    samples[l] = sample;
+  }
+  normals_block(quad, samples, stream, k0, k1, out);
+}
+#endif
 
 inline void store(const float* src, void* dst, int64_t offset, int64_t count, int dtype) {
   if (dtype == kFloat32) {
@@ -238,16 +313,13 @@ void normal_fill(const NormalFillArgs& a, int64_t quad_begin, int64_t quad_end) 
     const int n = quad_end - g < W ? static_cast<int>(quad_end - g) : W;
     const int64_t pos = item * numel + 4 * q;  // first element this block writes
     // Lanes past n get counters too (never stored): the block stays full-width.
-    if (q + W < qpi) {
-      // The common case, the whole block inside one item: a plain (vectorised)
-      // iota. The general per-lane walk below costs up to a fifth of the
-      // block, and its scalar stores stall the vector loads that read them.
-      const uint32_t q0 = static_cast<uint32_t>(q);
-      const uint32_t s0 = a.sample_offset + static_cast<uint32_t>(item);
-      for (int l = 0; l < W; ++l) {
-        quad[l] = q0 + static_cast<uint32_t>(l);
-        sample[l] = s0;
-      }
+    // The common case, the whole block inside one item, passes its first
+    // counter only: the general per-lane walk below costs up to a fifth of
+    // the block, and its scalar stores stall the vector loads that read them.
+    const bool one_item = q + W < qpi;
+    const uint32_t q0 = static_cast<uint32_t>(q);
+    const uint32_t s0 = a.sample_offset + static_cast<uint32_t>(item);
+    if (one_item) {
       q += n;  // stays inside the item: q + n <= q + W < qpi
     } else {
       int64_t it = item, qq = q;
@@ -264,13 +336,16 @@ void normal_fill(const NormalFillArgs& a, int64_t quad_begin, int64_t quad_end) 
         }
       }
     }
-    if (direct && n == W) {  // the common case: straight into the output
-      normals_block(quad, sample, a.stream, a.k0, a.k1, static_cast<float*>(a.out) + pos);
-      continue;
+    // The common case writes straight into the output.
+    float* const dst = direct && n == W ? static_cast<float*>(a.out) + pos : buf;
+    if (one_item) {
+      normals_block_uniform(q0, s0, a.stream, a.k0, a.k1, dst);
+    } else {
+      normals_block(quad, sample, a.stream, a.k0, a.k1, dst);
     }
-    normals_block(quad, sample, a.stream, a.k0, a.k1, buf);
+    if (dst != buf) continue;
     int64_t count = 4 * n;
-    if (!whole_quads) {
+    if (!whole_quads && !one_item) {  // a one-item block ends before the item's last quad
       // The last quad of each item is partial: squeeze out its unused values.
       count = 0;
       for (int l = 0; l < n; ++l) {

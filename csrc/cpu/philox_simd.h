@@ -109,5 +109,111 @@ inline void philox_lanes(const uint32_t* c0, const uint32_t* c1, const uint32_t*
 #endif
 }
 
+#if defined(__AVX2__) && !defined(__AVX512F__)
+// Philox4x32-10 of the noise stream on AVX2, counters (c0, c1, stream, 0),
+// for G vectors of four counters, in "spread" form: each counter owns a
+// 64-bit slot and its word lives in the slot's low half. vpmuludq multiplies
+// exactly those low halves into the full 64-bit product, so one multiply and
+// one shift give a word's hi and lo for four counters, where the packed form
+// above needs three multiplies (even, odd, vpmulld) and three shuffles for
+// eight: a third fewer multiplies, which share the vector multiply pipe with
+// Box-Muller's float multiplies. Upper halves are left holding garbage, which
+// only ever meets xors and multiplies that ignore it.
+//
+// Round 1 sees c2 = stream and c3 = 0 in every lane, so its z * M1 is one
+// scalar product and w drops out; when c1 is the same in every lane (the
+// whole block inside one item) round 1's x is a scalar too, which makes
+// round 2's x * M0 and round 3's w scalar as well. StreamKeys holds what is
+// the same for a whole block: the round keys, with those scalars folded in,
+// as vectors (xored straight from memory: no broadcast per group).
+struct StreamKeys {
+  __m256i a[10], b[10];  // the values xored into x and z in round r + 1
+  uint32_t x1_part;      // round 1's x = c1 ^ x1_part
+  bool uniform;          // a[1..2], b[1..2] fold in c1 (the same in every lane)
+};
+
+inline void stream_keys(StreamKeys& s, uint32_t stream, uint32_t k0, uint32_t k1, bool uniform,
+                        uint32_t c1_all) {
+  const auto splat = [](uint32_t v) { return _mm256_set1_epi32(static_cast<int>(v)); };
+  const uint64_t s1 = static_cast<uint64_t>(kPhiloxM1) * stream;  // round 1's z * M1
+  const uint32_t s1_hi = static_cast<uint32_t>(s1 >> 32), s1_lo = static_cast<uint32_t>(s1);
+  for (int r = 0; r < 10; ++r) {
+    s.a[r] = splat(k0 + static_cast<uint32_t>(r) * kPhiloxW0);
+    s.b[r] = splat(k1 + static_cast<uint32_t>(r) * kPhiloxW1);
+  }
+  s.x1_part = s1_hi ^ k0;
+  s.a[1] = splat(s1_lo ^ (k0 + kPhiloxW0));  // round 2: y = lo(stream M1)
+  s.uniform = uniform;
+  if (uniform) {
+    const uint32_t x1 = c1_all ^ s.x1_part;
+    const uint64_t p0 = static_cast<uint64_t>(kPhiloxM0) * x1;  // round 2's x * M0
+    s.b[1] = splat(static_cast<uint32_t>(p0 >> 32) ^ (k1 + kPhiloxW1));
+    s.b[2] = splat(static_cast<uint32_t>(p0) ^ (k1 + 2u * kPhiloxW1));  // round 3's w
+  }
+}
+
+// Output, ready for Box-Muller: u1 interleaves words 0 and 2 of each counter
+// (32-bit lanes 2k, 2k + 1 = slot k's w0, w2), u2 words 1 and 3. With
+// kUniform (keys from stream_keys(..., true, c1)) c1 is not read.
+template <int G, bool kUniform>
+inline void philox_stream_avx2(const __m256i (&c0)[G], const __m256i (&c1)[G],
+                               const StreamKeys& k, __m256i (&u1)[G], __m256i (&u2)[G]) {
+  const __m256i m0 = _mm256_set1_epi32(static_cast<int>(kPhiloxM0));
+  const __m256i m1 = _mm256_set1_epi32(static_cast<int>(kPhiloxM1));
+  const auto mul = [](__m256i a, __m256i m) { return _mm256_mul_epu32(a, m); };
+  const auto hi = [](__m256i p) { return _mm256_srli_epi64(p, 32); };
+  const auto x_ = [](__m256i a, __m256i b) { return _mm256_xor_si256(a, b); };
+  __m256i x[G], y[G], z[G], w[G];
+  for (int i = 0; i < G; ++i) {  // round 1: z = hi(c0 M0) ^ k1, w = lo(c0 M0)
+    const __m256i p0 = mul(c0[i], m0);
+    z[i] = x_(hi(p0), k.b[0]);
+    w[i] = p0;
+  }
+  int r = 1;  // rounds done
+  if constexpr (kUniform) {
+    for (int i = 0; i < G; ++i) {  // round 2 (x * M0 folded into b[1])
+      const __m256i p1 = mul(z[i], m1);
+      x[i] = x_(hi(p1), k.a[1]);
+      y[i] = p1;
+      z[i] = x_(w[i], k.b[1]);
+    }
+    for (int i = 0; i < G; ++i) {  // round 3 (w folded into b[2])
+      const __m256i p0 = mul(x[i], m0), p1 = mul(z[i], m1);
+      x[i] = x_(hi(p1), x_(y[i], k.a[2]));
+      y[i] = p1;
+      z[i] = x_(hi(p0), k.b[2]);
+      w[i] = p0;
+    }
+    r = 3;
+  } else {
+    const __m256i x1_part = _mm256_set1_epi32(static_cast<int>(k.x1_part));
+    for (int i = 0; i < G; ++i) {  // round 2 (y = lo(stream M1) folded into a[1])
+      const __m256i p0 = mul(x_(c1[i], x1_part), m0), p1 = mul(z[i], m1);
+      x[i] = x_(hi(p1), k.a[1]);
+      y[i] = p1;
+      z[i] = x_(hi(p0), x_(w[i], k.b[1]));
+      w[i] = p0;
+    }
+    r = 2;
+  }
+  for (; r < 9; ++r) {
+    for (int i = 0; i < G; ++i) {
+      const __m256i p0 = mul(x[i], m0), p1 = mul(z[i], m1);
+      x[i] = x_(hi(p1), x_(y[i], k.a[r]));
+      y[i] = p1;
+      z[i] = x_(hi(p0), x_(w[i], k.b[r]));
+      w[i] = p0;
+    }
+  }
+  for (int i = 0; i < G; ++i) {  // round 10, its z built in the upper halves
+    const __m256i p0 = mul(x[i], m0), p1 = mul(z[i], m1);
+    const __m256i xo = x_(hi(p1), x_(y[i], k.a[9]));
+    const __m256i zo = x_(p0, x_(_mm256_slli_epi64(w[i], 32), k.b[9]));
+    u1[i] = _mm256_blend_epi32(xo, zo, 0xAA);
+    u2[i] = _mm256_blend_epi32(p1, _mm256_slli_epi64(p0, 32), 0xAA);
+  }
+}
+#endif
+
 }  // namespace
 }  // namespace genfast::cpu

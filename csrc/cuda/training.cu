@@ -92,7 +92,7 @@ add_noise_seeded_kernel(const T* x0, T* xt, T* noise, T* target, int64_t total_q
         const float xv = ld(x0, base + j);
         st(noise, base + j, e);
         st(xt, base + j, (float)k.a * xv + (float)k.b * e);
-        st(target, base + j, (float)k.c * xv + (float)k.d * e);
+        if (target != nullptr) st(target, base + j, (float)k.c * xv + (float)k.d * e);
       }
     }
   }

@@ -24,7 +24,8 @@ cudaError_t launch_add_noise(const void* x, const void* y, void* out1, void* out
                              int64_t items, int64_t numel, const TimestepArgs& ts, int prediction,
                              int wrt, cudaStream_t stream);
 
-// Seeded: noise = the stream's normals (genfast.randn bits), then as above.
+// Seeded: noise = the stream's normals (genfast.randn bits), then as above;
+// target may be null (epsilon: the caller's target is the noise), then it is skipped.
 cudaError_t launch_add_noise_seeded(const void* x0, void* x_t, void* noise, void* target,
                                     int dtype, int64_t items, int64_t numel,
                                     const TimestepArgs& ts, int prediction, uint32_t k0,

@@ -72,7 +72,8 @@ if CPU_LIB.loaded:
 
     @torch.library.register_fake("genfast::training_add_noise_seeded")
     def _(x0, timesteps, table, kind, prediction, seed, stream, sample_offset):
-        return _like(x0), _like(x0), _like(x0)
+        # epsilon: the target is the noise, returned empty (see csrc/bindings/ops.cpp)
+        return _like(x0), _like(x0), x0.new_empty((0,)) if prediction == 0 else _like(x0)
 
     @torch.library.register_fake("genfast::training_add_noise_backward")
     def _(grad_x_t, grad_target, timesteps, table, kind, prediction, wrt):
@@ -137,9 +138,13 @@ def register_autograd(ops) -> None:
         ctx.save_for_backward(timesteps, table)
         ctx.args = (kind, prediction)
         ctx.set_materialize_grads(False)
+        # the noise has no input behind it; for epsilon the target is empty
+        ctx.mark_non_differentiable(*((output[1], output[2]) if prediction == 0 else (output[1],)))
 
     def seeded_backward(ctx, g_xt, g_noise, g_target):
         timesteps, table = ctx.saved_tensors
+        if ctx.args[1] == 0:
+            g_target = None  # epsilon: the empty placeholder
         gx = None
         if ctx.needs_input_grad[0] and (g_xt is not None or g_target is not None):
             gx = ops["add_noise_backward"](g_xt, g_target, timesteps, table, *ctx.args, 0)
@@ -361,7 +366,9 @@ def add_noise(x0: torch.Tensor, timesteps: torch.Tensor, schedule: Schedule, *,
     Noise: exactly one of ``noise`` (a tensor like x0) or ``seed``: then eps is
     drawn in the kernel and equals ``genfast.randn(x0.shape, seed=seed,
     stream=stream, sample_offset=sample_offset, dtype=x0.dtype)`` bit for bit on
-    the same backend (float64 x0: the float32 normals, widened). The gradient
+    the same backend (float64 x0: the float32 normals, widened); with
+    "epsilon" the target returned is that noise tensor itself (as diffusers'
+    training scripts use ``target = noise``), not a third copy. The gradient
     flows to x0 (and to a given noise). Computed in float32 (float64 for
     float64 x0); fp16 / bf16 in, same dtype out.
     """
@@ -372,8 +379,10 @@ def add_noise(x0: torch.Tensor, timesteps: torch.Tensor, schedule: Schedule, *,
             and type(sample_offset) is int and isinstance(x0, torch.Tensor)
             and _fast_timesteps(timesteps, x0, kind) and 0 <= sample_offset
             and sample_offset + x0.shape[0] <= U32 and _fast(backend, x0)):
-        return _ADD_NOISE_SEEDED(x0, timesteps, _table(schedule, x0.device), kind, pred,
-                                 seed - U64 if seed >= I63 else seed, stream, sample_offset)
+        x_t, eps, target = _ADD_NOISE_SEEDED(x0, timesteps, _table(schedule, x0.device), kind,
+                                             pred, seed - U64 if seed >= I63 else seed, stream,
+                                             sample_offset)
+        return x_t, eps, eps if pred == 0 else target
     if (seed is None and isinstance(noise, torch.Tensor) and kind >= 0 and pred >= 0
             and not (kind == 2 and pred == 1) and isinstance(x0, torch.Tensor)
             and noise.dtype == x0.dtype and noise.shape == x0.shape
@@ -410,9 +419,10 @@ def add_noise(x0: torch.Tensor, timesteps: torch.Tensor, schedule: Schedule, *,
                            dtype=_noise_dtype(x0.dtype), device=x0.device,
                            backend="reference").to(x0.dtype)
         x_t, target = _ref.add_noise(x0, eps, timesteps, table, kind, pred)
-        return x_t, eps, target
-    return ops["add_noise_seeded"](x0, timesteps, table, kind, pred, as_int64_bits(seed), stream,
-                                   sample_offset)
+        return x_t, eps, eps if pred == 0 else target
+    x_t, eps, target = ops["add_noise_seeded"](x0, timesteps, table, kind, pred,
+                                               as_int64_bits(seed), stream, sample_offset)
+    return x_t, eps, eps if pred == 0 else target
 
 
 def _noise_dtype(dtype):

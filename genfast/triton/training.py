@@ -122,8 +122,10 @@ def _add_noise_seeded_kernel(x_ptr, xt_ptr, n_ptr, tg_ptr, t_ptr, table_ptr, row
     x = tl.load(x_ptr + off, mask=mask, other=0.0).to(tl.float32)
     tl.store(xt_ptr + off, (a.to(tl.float32) * x + b.to(tl.float32) * e).to(xt_ptr.dtype.element_ty),
              mask=mask)
-    tl.store(tg_ptr + off, (c.to(tl.float32) * x + d.to(tl.float32) * e).to(tg_ptr.dtype.element_ty),
-             mask=mask)
+    if PRED != 0:  # epsilon: the target is the noise (tg_ptr is an empty placeholder)
+        tl.store(tg_ptr + off,
+                 (c.to(tl.float32) * x + d.to(tl.float32) * e).to(tg_ptr.dtype.element_ty),
+                 mask=mask)
 
 
 @triton.jit
@@ -287,7 +289,9 @@ def _add_noise_seeded(x0: torch.Tensor, timesteps: torch.Tensor, table: torch.Te
                       prediction: int, seed: int, stream: int, sample_offset: int
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     x = _c(x0)
-    xt, n, tg = torch.empty_like(x), torch.empty_like(x), torch.empty_like(x)
+    # epsilon: the target is the noise; returned empty (see csrc/bindings/ops.cpp)
+    xt, n = torch.empty_like(x), torch.empty_like(x)
+    tg = x.new_empty((0,)) if prediction == 0 else torch.empty_like(x)
     items, numel = _items(x)
     qpi = (numel + 3) // 4
     if items * qpi:
