@@ -32,6 +32,7 @@ from . import steps as _steps
 from .ops import multistep as _multistep_ops
 from .ops import steps as _single_ops
 from . import backend as _backend
+from ._extension import CPU_LIB
 from ._checks import as_int64_bits
 from .ops.noise import randn
 from .reference import steps as _ref_steps
@@ -59,6 +60,9 @@ DEFAULT_SCHEDULE = {"num_train_timesteps": 1000, "beta_schedule": "scaled_linear
                     "set_alpha_to_one": False}
 INIT_STREAM, STEP_STREAM = 0, 1
 _Tensor = torch.Tensor
+# genfast._C's loop-step classes (csrc/bindings/eager.cpp), None in older builds
+_LOOPS = (CPU_LIB.eager if hasattr(CPU_LIB.eager, "MultistepLoop")
+          and hasattr(CPU_LIB.eager, "StepsLoop") else None)
 _MULTISTEP = ("dpmpp", "unipc", "heun", "dpm_2", "lms")  # samplers with a history state
 
 
@@ -436,6 +440,9 @@ def _bind(plan, x, opts):
             flags |= _ref_steps.NOISE_SEEDED
             bits = as_int64_bits(seed)
         buf, stages = opts["state"].buffer, plan.stage_table
+        if _LOOPS is not None:  # the constants bound in C++: 4 arguments a step
+            return _LOOPS.MultistepLoop(buf, table, stages, sampler, p, flags, params, bits,
+                                        stream, offset)
 
         def multistep(i, k, out, x):
             return call(x, out, None, None, None, buf, table, stages, None, i, sampler, k, p,
@@ -443,8 +450,14 @@ def _bind(plan, x, opts):
         return multistep
     # the key of ops.steps.step's fast path for its defaults (timestep_scaling 10,
     # eta from the plan, no clipping)
-    step = _single_ops.bind(plan, (pred, 10.0, False, None, False, 1.0, False), seed, stream,
-                            offset)
+    key = (pred, 10.0, False, None, False, 1.0, False)
+    if _LOOPS is not None:
+        sampler, p, flags, params, _ = _single_ops._fast_codes(plan, key)
+        if sampler < 0:
+            return None
+        return _LOOPS.StepsLoop(table, sampler, p, flags | _ref_steps.NOISE_SEEDED, params,
+                                as_int64_bits(seed), stream, offset)
+    step = _single_ops.bind(plan, key, seed, stream, offset)
     if step is None:
         return None
 

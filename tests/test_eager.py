@@ -26,6 +26,10 @@ def test_module_is_loaded_and_used():
     assert S._CPP_CALL is CPU_LIB.eager.steps_step
     assert hasattr(CPU_LIB.eager, "multistep_step")
     assert genfast.info()["eager_entry_points"] is True
+    # genfast.sample binds its loop's step in C++ (MultistepLoop / StepsLoop)
+    import importlib
+    S = importlib.import_module("genfast.sample")
+    assert S._LOOPS is CPU_LIB.eager
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
