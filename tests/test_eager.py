@@ -28,8 +28,7 @@ def test_module_is_loaded_and_used():
     assert genfast.info()["eager_entry_points"] is True
     # genfast.sample binds its loop's step in C++ (MultistepLoop / StepsLoop)
     import importlib
-    S = importlib.import_module("genfast.sample")
-    assert S._LOOPS is CPU_LIB.eager
+    assert importlib.import_module("genfast.sample")._LOOPS is CPU_LIB.eager
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
