@@ -14,10 +14,11 @@ under autograd. Tolerances:
 
 import pytest
 import torch
+from hypothesis import given, settings, strategies as st
 
 import genfast
 from genfast.reference import vae as RV
-from conftest import available_backends
+from conftest import available_backends, cpu_isas
 
 BACKENDS = [b for b in available_backends() if b in ("reference", "cpu", "cuda")]
 KERNELS = [b for b in BACKENDS if b != "reference"]
@@ -197,6 +198,46 @@ def test_awkward_shapes(backend):
             (z2.sum() + vae.kl_divergence(m2, v2, reduction=r, backend=backend).sum()).backward()
             torch.testing.assert_close(m.grad, m2.grad, **GTOL[torch.float32])
             torch.testing.assert_close(v.grad, v2.grad, **GTOL[torch.float32])
+
+
+@settings(max_examples=30, deadline=None)
+@given(shape=st.lists(st.integers(0, 9), min_size=0, max_size=3), reduction=st.sampled_from(
+    REDUCTIONS), seed=st.integers(0, 2**64 - 1), stream=st.integers(0, 2**32 - 1))
+def test_property_equals_the_two_ops(shape, reduction, seed, stream):
+    backend = KERNELS[0] if KERNELS else "reference"
+    mu, lv = pair(tuple(shape), device=DEV[backend], seed=len(shape), wide=True)
+    a = dict(seed=seed, stream=stream)
+    m, v = mu.clone().requires_grad_(), lv.clone().requires_grad_()
+    z, kl = vae.reparameterize_kl(m, v, reduction=reduction, backend=backend, **a)
+    m2, v2 = mu.clone().requires_grad_(), lv.clone().requires_grad_()
+    z2 = vae.reparameterize(m2, v2, backend=backend, **a)
+    kl2 = vae.kl_divergence(m2, v2, reduction=reduction, backend=backend)
+    assert torch.equal(z, z2)
+    torch.testing.assert_close(kl, kl2, equal_nan=True)
+    (z.sum() * 0.5 + kl.sum()).backward()
+    (z2.sum() * 0.5 + kl2.sum()).backward()
+    torch.testing.assert_close(m.grad, m2.grad, **GTOL[torch.float32], equal_nan=True)
+    torch.testing.assert_close(v.grad, v2.grad, **GTOL[torch.float32], equal_nan=True)
+
+
+@requires_op
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_every_isa_level_gives_the_same_bits(isa_levels, dtype):
+    mu, lv = pair((2, 3, 20000), dtype, wide=True)  # two chunks per item, a ragged tail
+    gz = torch.randn(mu.shape).to(dtype)
+    outs = []
+    for isa in cpu_isas():
+        isa_levels(isa)
+        m, v = mu.clone().requires_grad_(), lv.clone().requires_grad_()
+        z, kl = vae.reparameterize_kl(m, v, seed=3, reduction="none", backend="cpu")
+        torch.autograd.backward((z, kl), (gz, torch.full_like(kl, 0.3)))
+        assert not v.grad.isnan().any()  # outside the clamp: 0, even where d overflowed
+        outs.append((z, kl, m.grad, v.grad))
+        assert torch.equal(z, vae.reparameterize(mu, lv, seed=3, backend="cpu"))
+        assert torch.equal(kl, vae.kl_divergence(mu, lv, reduction="none", backend="cpu"))
+    for o in outs[1:]:
+        for a, b in zip(o, outs[0]):
+            assert torch.equal(a, b)
 
 
 # ---------------------------------------------------------------- errors

@@ -41,8 +41,9 @@ def reparameterize_kl_backward(grad_z, grad_kl, mu, logvar, d, reduction: int):
         s = grad_kl.to(cd).reshape(tuple(mu.shape[:1]) + (1,) * max(mu.dim() - 1, 0))
     else:
         s = grad_kl.to(cd).reshape(()) / (n if reduction == 1 else 1)
-    inside = ((lv >= _tr.LOGVAR_MIN) & (lv <= _tr.LOGVAR_MAX)).to(cd)
+    inside = (lv >= _tr.LOGVAR_MIN) & (lv <= _tr.LOGVAR_MAX)
     e = torch.exp(lv.clamp(_tr.LOGVAR_MIN, _tr.LOGVAR_MAX))
     g_mu = (gz + s * m).expand(mu.shape)
-    g_lv = (0.5 * (gz * dd + s * (e - 1.0)) * inside).expand(mu.shape)
+    # a select, not a product with 0: an overflowed float16 d (inf) gives 0 outside
+    g_lv = torch.where(inside, 0.5 * (gz * dd + s * (e - 1.0)), 0.0).expand(mu.shape)
     return g_mu.to(mu.dtype), g_lv.to(mu.dtype)

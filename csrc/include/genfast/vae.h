@@ -20,12 +20,15 @@ namespace vae {
 // gz: upstream grad of z at this element; s: upstream grad of the element's
 // item KL (the reduction's factor applied). dz/dlv = d / 2 and
 // dkl/dlv = (exp(clamp lv) - 1) / 2, both zero outside the clamp (ties count
-// as inside, like torch.clamp).
+// as inside, like torch.clamp). Outside, a select rather than a product with
+// zero: a float16 d can overflow to inf there (exp(20 / 2) eps > 65504), and
+// the gradient stays 0, not NaN.
 template <typename A>
 GENFAST_HD void reparam_kl_grads(A gz, A s, A mu, A lv, A d, A& g_mu, A& g_lv) {
   g_mu = gz + s * mu;
   const A e = training::exp_lv(training::clamp_logvar(lv));
-  g_lv = (A)0.5 * (gz * d + s * (e - (A)1)) * training::logvar_inside(lv);
+  const A g = (A)0.5 * (gz * d + s * (e - (A)1));
+  g_lv = training::logvar_inside(lv) != (A)0 ? g : (A)0;
 }
 
 // Upstream grad of item i's KL from the grad of the reduced value: "none"
