@@ -11,7 +11,8 @@ Registered ops (namespace ``genfast``; schemas in csrc/bindings/ops.cpp):
 and ``vae_reparameterize_kl_backward(grad_z?, grad_kl?, mu, logvar, d,
 reduction) -> (grad_mu, grad_logvar)``, one pass. The Triton twins carry a
 ``_triton`` suffix. Fake kernels and autograd (torch.library) are registered
-here, so torch.compile(fullgraph=True) traces the pair as two ops.
+here, so torch.compile(fullgraph=True) traces the op and its backward like
+any other (no host sync in either: grad_kl is read on the device on a GPU).
 
 Why one op: called separately, reparameterize and kl_divergence each give
 mu and logvar a gradient, and autograd then adds the two pairs (two more
