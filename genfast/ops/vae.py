@@ -10,8 +10,9 @@ Registered ops (namespace ``genfast``; schemas in csrc/bindings/ops.cpp):
 -> (z, kl, d)`` with d = exp(clamp(logvar) / 2) eps kept for the backward,
 and ``vae_reparameterize_kl_backward(grad_z?, grad_kl?, mu, logvar, d,
 reduction) -> (grad_mu, grad_logvar)``, one pass. The Triton twins carry a
-``_triton`` suffix. Fake kernels and autograd (torch.library) are registered
-here, so torch.compile(fullgraph=True) traces the op and its backward like
+``_triton`` suffix. Fake kernels are registered here, autograd in C++
+(csrc/bindings/vae_autograd.cpp; register_autograd below for the Triton
+op), so torch.compile(fullgraph=True) traces the op and its backward like
 any other (no host sync in either: grad_kl is read on the device on a GPU).
 
 Why one op: called separately, reparameterize and kl_divergence each give
@@ -79,7 +80,10 @@ def register_autograd(ops) -> None:
 if _HAVE_OP:
     CPP_OPS = {"forward": torch.ops.genfast.vae_reparameterize_kl.default,
                "backward": torch.ops.genfast.vae_reparameterize_kl_backward.default}
-    register_autograd(CPP_OPS)
+    # the C++ autograd (csrc/bindings/vae_autograd.cpp) when the build has it
+    if not torch._C._dispatch_has_kernel_for_dispatch_key("genfast::vae_reparameterize_kl",
+                                                          "Autograd"):
+        register_autograd(CPP_OPS)
     _FORWARD = CPP_OPS["forward"]
 else:
     CPP_OPS = None
