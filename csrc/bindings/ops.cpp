@@ -99,6 +99,12 @@ TORCH_LIBRARY(genfast, m) {
   // input private (bindings/training_autograd.cpp).
   m.def("training_reparameterize_sample(Tensor mu, Tensor logvar, SymInt seed, SymInt stream, "
         "SymInt sample_offset) -> Tensor");
+  // vae: genfast/ops/vae.py (reparameterize_kl). (z, kl, d) with d = exp(logvar/2) eps
+  // for the one-pass backward, which gives both input gradients at once.
+  m.def("vae_reparameterize_kl(Tensor mu, Tensor logvar, SymInt seed, SymInt stream, "
+        "SymInt sample_offset, int reduction) -> (Tensor, Tensor, Tensor)");
+  m.def("vae_reparameterize_kl_backward(Tensor? grad_z, Tensor? grad_kl, Tensor mu, "
+        "Tensor logvar, Tensor d, int reduction) -> (Tensor, Tensor)");
   // flows: shared/reference/flows.md (rational-quadratic spline, affine / additive
   // coupling). Each backward is its own fused op; autograd is registered in
   // genfast/ops/flows.py.
