@@ -22,6 +22,10 @@ case $isa in
 esac
 cxx=${CXX:-g++}
 common="-O3 -std=c++20 -fno-math-errno -fno-trapping-math -ffp-contract=off $flags"
+# CMakeLists.txt builds noise.cpp with GCC's pre-allocation scheduler on
+if $cxx --version 2>/dev/null | grep -qi "gcc\|g++\|free software"; then
+  common="$common -fschedule-insns -fsched-pressure"
+fi
 # rev's header tree: noise.h / philox.h may differ between the two revisions too
 mkdir -p "$tmp/inc"
 git -C "$root" archive "$rev" csrc/include | tar -x -C "$tmp/inc"

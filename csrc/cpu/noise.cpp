@@ -3,15 +3,11 @@
 // Philox runs W counters at a time through philox_simd.h; Box-Muller runs
 // noise.h's generic math on VecLanes (a few native SIMD registers side by
 // side) over the 2W word pairs.
-// GCC does not schedule instructions before register allocation on x86 by
-// default; Box-Muller's chains (log polynomial, sqrt, sin / cos) then reach
-// the out-of-order core one after another and it runs latency-bound. The
-// pre-allocation scheduler interleaves them (about 10% fewer cycles per
-// normal on Zen 3); sched-pressure keeps it from adding spills. Instruction
-// order only: the operations, and so the bits, stay the same.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC optimize("schedule-insns", "sched-pressure")
-#endif
+// Built with GCC's pre-allocation instruction scheduler on (CMakeLists.txt:
+// -fschedule-insns -fsched-pressure for this file): without it Box-Muller's
+// chains (log polynomial, sqrt, sin / cos) reach the out-of-order core one
+// after another and run latency-bound. Instruction order only: the
+// operations, and so the bits, stay the same.
 #include "noise_kernels.h"
 
 #include <string.h>
