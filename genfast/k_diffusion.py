@@ -187,6 +187,24 @@ def _step(plan, j, denoised, x, **kw):
                        **kw).prev_sample
 
 
+def _bound_mstep(plan, x, state):
+    """A deterministic multistep loop's step bound once, as genfast.sample
+    binds its own (genfast.sample._bind: the op's entry point with the codes
+    resolved, (i, stage, denoised, x) -> x); None where the wrapper must run
+    (another backend, a tensor subclass, tracing). Results are the wrapper's
+    bit for bit (tests/test_k_diffusion.py)."""
+    from .sample import _bind
+    return _bind(plan, x, {"seed": 0, "stream": STEP_STREAM, "sample_offset": 0,
+                           "prediction_type": "sample", "state": state})
+
+
+def _mstep_with(bound, plan, j, denoised, x, state):
+    """``_mstep`` through ``bound`` when the tensors are plain and of x's dtype."""
+    if bound is not None and type(denoised) is torch.Tensor and denoised.dtype == x.dtype:
+        return bound(j, 0, denoised, x)
+    return _mstep(plan, j, denoised.to(x.dtype), x, state)
+
+
 def _mstep(plan, j, denoised, x, state, **kw):
     """A multistep / two-stage genfast step (the sampler's history in ``state``)."""
     return _steps.step(plan, j, denoised, x, state=state, prediction_type="sample",
@@ -421,13 +439,14 @@ def sample_dpmpp_2m(model, x, sigmas, extra_args=None, callback=None, disable=No
     n, h = st.n, st.host
     plan = _cached(plan_from_sigmas, h, "dpmpp", x.device, **_DPMPP_2M)
     state = _steps.new_state(plan, x)
+    bound = _bound_mstep(plan, x, state)
     sig_in = st.sigma_in(h[:-1])
     for i in _trange(n, disable):
         denoised = model(x, sig_in[i], **st.extra)
         if callback is not None:
             callback({'x': x, 'i': i, 'sigma': sigmas[i], 'sigma_hat': sigmas[i],
                       'denoised': denoised})
-        x = _mstep(plan, i, denoised.to(x.dtype), x, state)
+        x = _mstep_with(bound, plan, i, denoised, x, state)
     return x
 
 
@@ -449,13 +468,14 @@ def sample_lms(model, x, sigmas, extra_args=None, callback=None, disable=None, o
     n, h = st.n, st.host
     plan = _cached(plan_from_sigmas, h, "lms", x.device, order=order)
     state = _steps.new_state(plan, x)
+    bound = _bound_mstep(plan, x, state)
     sig_in = st.sigma_in(h[:-1])
     for i in _trange(n, disable):
         denoised = model(x, sig_in[i], **st.extra)
         if callback is not None:
             callback({'x': x, 'i': i, 'sigma': sigmas[i], 'sigma_hat': sigmas[i],
                       'denoised': denoised})
-        x = _mstep(plan, i, denoised.to(x.dtype), x, state)
+        x = _mstep_with(bound, plan, i, denoised, x, state)
     return x
 
 
