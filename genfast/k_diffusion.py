@@ -83,10 +83,9 @@ def _cached(build, values, sampler, device, **opts) -> SamplingPlan:
     _pair_plan), built once per distinct float64 sigma values and options: a
     front end calls a sampler with the same sigmas for every image, and a
     plan is a read-only table."""
-    key = (build, tuple(float(v) for v in np.ravel(values[0] if build is _pair_plan
-                                                      else values)),
-           tuple(float(v) for v in np.ravel(values[1])) if build is _pair_plan else None,
-           sampler, tuple(sorted(opts.items())), str(device))
+    # the float64 values themselves (a pair plan's two rows have one length each)
+    key = (build, np.asarray(values, dtype=np.float64).tobytes(), sampler,
+           tuple(sorted(opts.items())), str(device))
     plan = _PLANS.get(key)
     if plan is None:
         if len(_PLANS) >= 64:
@@ -203,6 +202,24 @@ def _mstep_with(bound, plan, j, denoised, x, state):
     if bound is not None and type(denoised) is torch.Tensor and denoised.dtype == x.dtype:
         return bound(j, 0, denoised, x)
     return _mstep(plan, j, denoised.to(x.dtype), x, state)
+
+
+def _deterministic_multistep(model, x, sigmas, extra_args, callback, disable, sampler, **opts):
+    """The loop of sample_dpmpp_2m and sample_lms: one plan over the sigmas
+    (``plan_from_sigmas(sigmas, sampler, **opts)``), the history in a step
+    state, one bound fused step per model evaluation, no noise."""
+    st = _Setup(x, sigmas, extra_args, 0, None)
+    plan = _cached(plan_from_sigmas, st.host, sampler, x.device, **opts)
+    state = _steps.new_state(plan, x)
+    bound = _bound_mstep(plan, x, state)
+    sig_in = st.sigma_in(st.host[:-1])
+    for i in _trange(st.n, disable):
+        denoised = model(x, sig_in[i], **st.extra)
+        if callback is not None:
+            callback({'x': x, 'i': i, 'sigma': sigmas[i], 'sigma_hat': sigmas[i],
+                      'denoised': denoised})
+        x = _mstep_with(bound, plan, i, denoised, x, state)
+    return x
 
 
 def _mstep(plan, j, denoised, x, state, **kw):
@@ -435,19 +452,8 @@ def sample_dpmpp_2m(model, x, sigmas, extra_args=None, callback=None, disable=No
 
     Fused: one genfast dpmpp step per step (plan_from_sigmas; the previous
     denoised lives in the step's state). Deterministic: no noise."""
-    st = _Setup(x, sigmas, extra_args, 0, None)
-    n, h = st.n, st.host
-    plan = _cached(plan_from_sigmas, h, "dpmpp", x.device, **_DPMPP_2M)
-    state = _steps.new_state(plan, x)
-    bound = _bound_mstep(plan, x, state)
-    sig_in = st.sigma_in(h[:-1])
-    for i in _trange(n, disable):
-        denoised = model(x, sig_in[i], **st.extra)
-        if callback is not None:
-            callback({'x': x, 'i': i, 'sigma': sigmas[i], 'sigma_hat': sigmas[i],
-                      'denoised': denoised})
-        x = _mstep_with(bound, plan, i, denoised, x, state)
-    return x
+    return _deterministic_multistep(model, x, sigmas, extra_args, callback, disable, "dpmpp",
+                                    **_DPMPP_2M)
 
 
 @torch.no_grad()
@@ -463,20 +469,8 @@ def sample_lms(model, x, sigmas, extra_args=None, callback=None, disable=None, o
     computed once in float64 on the host: exact integrals of the degree <= 3
     Lagrange polynomials where k-diffusion calls scipy's quad every step).
     Deterministic: no noise."""
-    order = _lms_order(order)
-    st = _Setup(x, sigmas, extra_args, 0, None)
-    n, h = st.n, st.host
-    plan = _cached(plan_from_sigmas, h, "lms", x.device, order=order)
-    state = _steps.new_state(plan, x)
-    bound = _bound_mstep(plan, x, state)
-    sig_in = st.sigma_in(h[:-1])
-    for i in _trange(n, disable):
-        denoised = model(x, sig_in[i], **st.extra)
-        if callback is not None:
-            callback({'x': x, 'i': i, 'sigma': sigmas[i], 'sigma_hat': sigmas[i],
-                      'denoised': denoised})
-        x = _mstep_with(bound, plan, i, denoised, x, state)
-    return x
+    return _deterministic_multistep(model, x, sigmas, extra_args, callback, disable, "lms",
+                                    order=_lms_order(order))
 
 
 @torch.no_grad()
