@@ -299,6 +299,15 @@ def test_opcheck(device):
         for gz in (torch.randn_like(mu), torch.tensor(2.0, device=device).expand(mu.shape), None):
             torch.library.opcheck(ops.vae_reparameterize_kl_backward.default,
                                   (gz, gk, mu, lv, d, r))
+    # non-contiguous inputs (a transposed mu / logvar, a transposed grad_z)
+    mu, lv = pair((3, 4, 5), device=device)
+    mu_t, lv_t = mu.transpose(1, 2), lv.transpose(1, 2)
+    torch.library.opcheck(ops.vae_reparameterize_kl.default,
+                          (mu_t.requires_grad_(), lv_t.requires_grad_(), 1, 2, 0, 2))
+    _, kl, d = ops.vae_reparameterize_kl(mu_t.detach(), lv_t.detach(), 1, 2, 0, 2)
+    torch.library.opcheck(ops.vae_reparameterize_kl_backward.default,
+                          (torch.randn_like(mu).transpose(1, 2), torch.ones_like(kl),
+                           mu_t.detach(), lv_t.detach(), d, 2))
 
 
 @pytest.mark.parametrize("backend", KERNELS)
