@@ -233,7 +233,7 @@ void kl_grad_t(const ReduceArgs& a, double* partials, int64_t j0, int64_t j1) {
     const int64_t n = (c + 1) * a.chunk < a.numel ? a.chunk : a.numel - c * a.chunk;
     const A s = (A)a.scale[item];
     const auto elem = [&](int64_t i) {
-      const A mu = load(pm, i), lv = load(pl, i), l = clamp_logvar(lv), e = exp_lv(l);
+      const A mu = load(pm, i), lv = load(pl, i), l = clamp_logvar(lv), e = training::var_lv(l);
       store(gm, i, s * mu);
       store(gv, i, s * (A)0.5 * (e - (A)1) * logvar_inside(lv));
       return (A)0.5 * (mu * mu + e - (A)1 - l);  // training::kl_element
@@ -263,7 +263,7 @@ void scale_t(const ScaleArgs& a, int64_t e0, int64_t e1, bool kl) {
       for (int64_t i = b; i < e; ++i) {
         const A mu = load(pa, i), l = load(pb, i);
         store(o1, i, s * mu);
-        store(o2, i, s * (A)0.5 * (exp_lv(clamp_logvar(l)) - (A)1) * logvar_inside(l));
+        store(o2, i, s * (A)0.5 * (training::var_lv(clamp_logvar(l)) - (A)1) * logvar_inside(l));
       }
     } else if (o2 != nullptr) {
       for (int64_t i = b; i < e; ++i) {

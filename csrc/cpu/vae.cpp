@@ -43,10 +43,11 @@ inline void lanes_block(const T* __restrict m, const T* __restrict lv, T* __rest
   for (int64_t i = 0; i < n; i += kLanes) {
     for (int l = 0; l < kLanes; ++l) {
       const A mv = load(m, i + l), c = clamp_logvar((A)load(lv, i + l));
-      const A dv = exp_lv((A)0.5 * c) * load(d, i + l);
+      const A h = exp_lv((A)0.5 * c);  // the std: z's and (squared) the KL's
+      const A dv = h * load(d, i + l);
       store(z, i + l, mv + dv);
       store(d, i + l, dv);
-      acc[l] += (A)0.5 * (mv * mv + exp_lv(c) - (A)1 - c);  // training::kl_element
+      acc[l] += (A)0.5 * (mv * mv + training::var_from_std(h) - (A)1 - c);  // kl_element
     }
   }
 }
@@ -91,10 +92,11 @@ void forward_t(const VaeForwardArgs& a, double* partials, int64_t j0, int64_t j1
       if (stop > e0) lanes_block<T, A>(m + e0, lv + e0, z + e0, d + e0, stop - e0, acc);
       for (int64_t i = stop > e0 ? stop : e0; i < e1; ++i) {  // the chunk's tail, in order
         const A mv = load(m, i), cl = clamp_logvar((A)load(lv, i));
-        const A dv = exp_lv((A)0.5 * cl) * load(d, i);
+        const A h = exp_lv((A)0.5 * cl);
+        const A dv = h * load(d, i);
         store(z, i, mv + dv);
         store(d, i, dv);
-        total += (double)((A)0.5 * (mv * mv + exp_lv(cl) - (A)1 - cl));
+        total += (double)((A)0.5 * (mv * mv + training::var_from_std(h) - (A)1 - cl));
       }
     }
     for (int l = 0; l < kLanes; ++l) total += (double)acc[l];

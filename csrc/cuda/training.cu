@@ -160,7 +160,7 @@ reduce_backward_kernel(const float* g, const T* a, const T* b, T* o1, T* o2, int
     const float av = ld(a, i), bv = ld(b, i);
     if (kl) {
       st(o1, i, sf * av);
-      st(o2, i, sf * 0.5f * (tr::exp_lv(tr::clamp_logvar(bv)) - 1.0f) * tr::logvar_inside(bv));
+      st(o2, i, sf * 0.5f * (tr::var_lv(tr::clamp_logvar(bv)) - 1.0f) * tr::logvar_inside(bv));
     } else {
       st(o1, i, sf * (av - bv));
     }

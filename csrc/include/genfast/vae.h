@@ -17,6 +17,7 @@ namespace vae {
 // Gradients of (z, kl) to (mu, logvar) for one element, with
 //   z  = mu + d,  d = exp(clamp(lv) / 2) eps   (d saved by the forward)
 //   kl = 0.5 (mu^2 + exp(clamp(lv)) - 1 - clamp(lv))   summed per item
+// (exp(clamp lv) as training::var_lv, the KL's own form)
 // gz: upstream grad of z at this element; s: upstream grad of the element's
 // item KL (the reduction's factor applied). dz/dlv = d / 2 and
 // dkl/dlv = (exp(clamp lv) - 1) / 2, both zero outside the clamp (ties count
@@ -26,7 +27,7 @@ namespace vae {
 template <typename A>
 GENFAST_HD void reparam_kl_grads(A gz, A s, A mu, A lv, A d, A& g_mu, A& g_lv) {
   g_mu = gz + s * mu;
-  const A e = training::exp_lv(training::clamp_logvar(lv));
+  const A e = training::var_lv(training::clamp_logvar(lv));
   const A g = (A)0.5 * (gz * d + s * (e - (A)1));
   g_lv = training::logvar_inside(lv) != (A)0 ? g : (A)0;
 }
