@@ -13,6 +13,7 @@
 #include "genfast/convert.h"
 #include "genfast/training.h"
 #include "noise_kernels.h"
+#include "normals_ahead.h"
 #include "storage.h"
 
 #ifndef GENFAST_CPU_ISA
@@ -73,23 +74,22 @@ void affine2_t(const Affine2Args& a, int64_t e0, int64_t e1) {
   });
 }
 
-// Element index of the first normal of global quad g (noise.h numbering).
-inline int64_t quad_element(int64_t g, int64_t qpi, int64_t numel) {
-  const int64_t item = g / qpi;
-  return item * numel + 4 * (g - item * qpi);
-}
-
 constexpr int64_t kSubQuads = 512;
 
-// The stream's normals of quads [g0, g1) written in `dtype` at `dst`, whose
-// element 0 is the tensor's element `base` (dst may be a sub-block buffer).
-inline void normals(void* dst, int64_t base, int dtype, int64_t numel, const StreamArgs& s,
-                    int64_t g0, int64_t g1) {
+// normal_fill's arguments for the stream's normals written in `dtype` at
+// `dst`, whose element 0 is the tensor's element `base` (dst may be a
+// sub-block buffer); normals() writes those of quads [g0, g1).
+inline NormalFillArgs fill_args(void* dst, int64_t base, int dtype, int64_t numel,
+                                const StreamArgs& s) {
   const int fill_dtype = dtype == kFloat64Code ? kFloat32 : dtype;
   const int64_t size = fill_dtype == kFloat32 ? 4 : 2;
-  NormalFillArgs n{static_cast<char*>(dst) - base * size, fill_dtype, numel, s.quads_per_item,
-                   s.k0, s.k1, s.stream, s.sample_offset};
-  normal_fill(n, g0, g1);
+  return NormalFillArgs{static_cast<char*>(dst) - base * size, fill_dtype, numel,
+                        s.quads_per_item, s.k0, s.k1, s.stream, s.sample_offset};
+}
+
+inline void normals(void* dst, int64_t base, int dtype, int64_t numel, const StreamArgs& s,
+                    int64_t g0, int64_t g1) {
+  normal_fill(fill_args(dst, base, dtype, numel, s), g0, g1);
 }
 
 // z = mu + d over one sub-block, d = exp(clamp(lv) / 2) eps with eps read
@@ -122,8 +122,8 @@ void reparam_t(const ReparamArgs& a, const StreamArgs& s, int64_t g0, int64_t g1
   T* eps = static_cast<T*>(a.eps);
   for (int64_t q0 = g0; q0 < g1; q0 += kSubQuads) {
     const int64_t q1 = q0 + kSubQuads < g1 ? q0 + kSubQuads : g1;
-    const int64_t e0 = quad_element(q0, s.quads_per_item, a.numel);
-    const int64_t e1 = quad_element(q1, s.quads_per_item, a.numel);
+    const int64_t e0 = quad_first_element(q0, s.quads_per_item, a.numel);
+    const int64_t e1 = quad_first_element(q1, s.quads_per_item, a.numel);
     if constexpr (std::is_same<T, double>::value) {  // float32 normals widened (gradcheck path)
       alignas(64) float buf[4 * kSubQuads];
       normals(buf, e0, kFloat32, a.numel, s, q0, q1);
@@ -328,15 +328,17 @@ void add_noise_seeded(const Affine2Args& a, void* noise, const StreamArgs& s, in
   b.y = noise;
   for (int64_t q0 = g0; q0 < g1; q0 += kSubQuads) {
     const int64_t q1 = q0 + kSubQuads < g1 ? q0 + kSubQuads : g1;
-    const int64_t e0 = quad_element(q0, s.quads_per_item, a.numel);
-    const int64_t e1 = quad_element(q1, s.quads_per_item, a.numel);
+    const int64_t e0 = quad_first_element(q0, s.quads_per_item, a.numel);
+    const int64_t e1 = quad_first_element(q1, s.quads_per_item, a.numel);
     if (a.dtype == kFloat64Code) {  // float32 normals widened (gradcheck path)
       alignas(64) float buf[4 * kSubQuads];
       normals(buf, e0, kFloat32, a.numel, s, q0, q1);
       double* d = static_cast<double*>(noise);
       for (int64_t i = e0; i < e1; ++i) d[i] = buf[i - e0];
     } else {
-      normals(static_cast<char*>(noise), 0, a.dtype, a.numel, s, q0, q1);
+      const AheadStreams ahead{
+          {a.x, a.out1, a.out2, noise}, {false, true, true, true}, a.dtype == kFloat32 ? 4 : 2};
+      normal_fill_ahead(fill_args(noise, 0, a.dtype, a.numel, s), q0, q1, g1, ahead);
     }
     affine2(b, e0, e1);
   }
