@@ -38,6 +38,10 @@ constexpr int64_t kTask = 4096;  // elements per task (a multiple of 8: noise qu
 // pool costs more than a second core saves (a 1x4x64x64 latent takes a few
 // microseconds), and a busy machine may not hand the second thread out at all.
 constexpr int64_t kSerialElems = 32768;
+// The same for a step that draws its noise in the kernel (the SDE samplers):
+// the normals cost ~2 ns an element on one core, so a second core pays for
+// the wake-up much sooner.
+constexpr int64_t kSerialNoiseElems = 8192;
 constexpr int64_t kSmallItems = 16;
 // A step that moves more than this streams its float32 outputs past the
 // caches (non-temporal stores): half of a 32 MB last-level cache, which the
@@ -173,7 +177,7 @@ std::tuple<at::Tensor, at::Tensor> multistep_step_cpu(
   };
   const int64_t tasks = N * per;
   const int64_t threads = std::min<int64_t>(at::get_num_threads(), tasks);
-  if (N * l.numel < kSerialElems || threads < 2) {
+  if (N * l.numel < (draws && seeded ? kSerialNoiseElems : kSerialElems) || threads < 2) {
     run(0, tasks);
   } else {
     // Tasks claimed one at a time, not split in fixed halves: on a busy

@@ -46,6 +46,10 @@ constexpr int64_t kTask = 4096;     // elements per task (a multiple of 4: noise
 // pool costs more than a second core saves (one 1x4x64x64 latent takes a few
 // microseconds), and a busy machine may not hand the second thread out at all.
 constexpr int64_t kSerialElems = 32768;
+// The same for a step that draws its noise in the kernel: the normals cost
+// ~2 ns an element on one core (16K: ~35 us), so a second core pays for
+// the wake-up much sooner.
+constexpr int64_t kSerialNoiseElems = 8192;
 
 int64_t read_index(const at::Tensor& index) {
   switch (index.scalar_type()) {
@@ -57,7 +61,8 @@ int64_t read_index(const at::Tensor& index) {
 
 // Runs body(item, e0, e1) over every item's elements in tasks of kTask.
 template <typename Body>
-void for_tasks(int64_t items, int64_t numel, const Body& body) {
+void for_tasks(int64_t items, int64_t numel, const Body& body,
+               int64_t serial_elems = kSerialElems) {
   const int64_t per = (numel + kTask - 1) / kTask;
   const auto run = [&](int64_t j0, int64_t j1) {
     for (int64_t j = j0; j < j1; ++j) {
@@ -66,7 +71,7 @@ void for_tasks(int64_t items, int64_t numel, const Body& body) {
       body(item, e0, std::min(e0 + kTask, numel));
     }
   };
-  if (items * numel < kSerialElems) {
+  if (items * numel < serial_elems) {
     run(0, items * per);
   } else {
     at::parallel_for(0, items * per, 1, run);
@@ -183,9 +188,9 @@ std::tuple<at::Tensor, at::Tensor> steps_step_cpu(
                           static_cast<uint32_t>(sd >> 32),
                           static_cast<uint32_t>(((stream + i) % k32 + k32) % k32),
                           static_cast<uint32_t>(sample_offset)};
-  for_tasks(N, l.numel, [&](int64_t item, int64_t e0, int64_t e1) {
-    f.step_apply(a, s, item, e0, e1);
-  });
+  for_tasks(
+      N, l.numel, [&](int64_t item, int64_t e0, int64_t e1) { f.step_apply(a, s, item, e0, e1); },
+      k.noise && seeded ? kSerialNoiseElems : kSerialElems);
   return {prev, out2};
 }
 
