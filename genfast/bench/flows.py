@@ -13,6 +13,10 @@ Cases (numel = elements transformed):
               "forward" (outputs + per-item logabsdet) and "fwd+bwd";
               bandwidth-bound, so the floor column counts reading x, shift
               and scale and writing y (16 bytes per element).
+"fwd+bwd" drops the gradients after each call (``.grad = None``, what a
+training step's ``zero_grad()`` does, and what the training suite does), so
+each call writes fresh gradients instead of adding into the last call's: an
+accumulation pass, the same for every provider, that is not the op's work.
 Providers: "genfast" (default backend), "genfast[reference]" (the spec, eager),
 "nflows" (unconstrained_rational_quadratic_spline / AffineCouplingTransform's
 arithmetic), "torch.compile(reference)" (full runs; compile time excluded).
@@ -37,6 +41,14 @@ HAVE_NFLOWS = importlib.util.find_spec("nflows") is not None
 
 def _shape_for(numel: int, width: int) -> tuple[int, int]:
     return (max(1, numel // width), min(width, numel))
+
+
+def _backward(y, lad, args):
+    """Backward of sum(y) + sum(logabsdet), then the gradients dropped (see
+    the module docstring)."""
+    (y.sum() + lad.sum()).backward()
+    for a in args:
+        a.grad = None
 
 
 def _spline_inputs(shape, device, grad, dtype=torch.float32):
@@ -70,7 +82,7 @@ def _spline_provider(provider, shape, device, mode, dtype, compiled=False):
         if grad:
             def call():
                 y, lad = f(*args, False)
-                (y.sum() + lad.sum()).backward()
+                _backward(y, lad, args)
         else:
             def call():
                 with torch.no_grad():
@@ -103,7 +115,7 @@ def _affine_provider(provider, shape, device, mode, dtype, compiled=False):
         if grad:
             def call():
                 y, lad = f(*args)
-                (y.sum() + lad.sum()).backward()
+                _backward(y, lad, args)
         else:
             def call():
                 with torch.no_grad():
