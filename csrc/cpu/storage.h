@@ -36,6 +36,10 @@ inline void store(double* p, int64_t i, double v) { p[i] = v; }
 inline void store(F16* p, int64_t i, float v) { p[i].bits = f32_to_f16(v); }
 inline void store(BF16* p, int64_t i, float v) { p[i].bits = f32_to_bf16(v); }
 
+// Storage type -> compute type: float for fp32 / fp16 / bf16, double for fp64.
+template <typename T> struct Acc { using type = float; };
+template <> struct Acc<double> { using type = double; };
+
 // Calls f with a null pointer of `dtype`'s storage type. A code past the three
 // DType values is float64 for the families that have float64 kernels
 // (F64 = true: training's gradcheck path), float32 otherwise.

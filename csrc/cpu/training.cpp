@@ -27,10 +27,6 @@ using training::clamp_logvar;
 using training::exp_lv;
 using training::logvar_inside;
 
-// Storage type -> compute type: float for fp32 / fp16 / bf16, double for fp64.
-template <typename T> struct Acc { using type = float; };
-template <> struct Acc<double> { using type = double; };
-
 // Calls body(item, begin, end) for each item's part of the flat range [e0, e1).
 template <typename Body>
 inline void by_item(int64_t numel, int64_t e0, int64_t e1, const Body& body) {

@@ -16,6 +16,7 @@
 #include "genfast/vae.h"
 #include "noise_kernels.h"
 #include "storage.h"
+#include "training_kernels.h"  // kFloat64Code
 
 #ifndef GENFAST_CPU_ISA
 #error "GENFAST_CPU_ISA must name the ISA level this file is compiled for"
@@ -27,12 +28,8 @@ namespace {
 using training::clamp_logvar;
 using training::exp_lv;
 
-constexpr int kFloat64Code = 3;
 constexpr int64_t kSubQuads = 512;
 constexpr int kLanes = 16;  // the training family's KL lanes: the same sum, bit for bit
-
-template <typename T> struct Acc { using type = float; };
-template <> struct Acc<double> { using type = double; };
 
 // z, d (over eps) and the KL lanes over n elements, n a multiple of kLanes.
 // Restrict pointers, d read and written through one: the loop vectorises

@@ -1,7 +1,8 @@
 // Element storage of the CUDA kernels: float32, float16 and bfloat16 tensors
 // as raw pointers, loaded to and stored from float32 with the same
 // conversions as the CPU loops (genfast/convert.h, genfast/training.h), so
-// every family's kernels round alike. Device code only; no torch.
+// every family's kernels round alike, and the host-side dispatch on the dtype
+// code. No torch.
 #pragma once
 #include <stdint.h>
 
@@ -31,6 +32,18 @@ __device__ __forceinline__ float rounded(float v, const Half*) {
 }
 __device__ __forceinline__ float rounded(float v, const BFloat*) {
   return training::bf16_to_f32(f32_to_bf16(v));
+}
+
+// Host: f(null pointer of `dtype`'s storage type), for launching a kernel
+// template; cudaErrorInvalidValue for a code with no CUDA kernels.
+template <typename F>
+cudaError_t typed(int dtype, const F& f) {
+  switch (dtype) {
+    case kFloat32: return f(static_cast<float*>(nullptr));
+    case kFloat16: return f(static_cast<Half*>(nullptr));
+    case kBFloat16: return f(static_cast<BFloat*>(nullptr));
+    default: return cudaErrorInvalidValue;
+  }
 }
 
 }  // namespace genfast::cuda

@@ -198,16 +198,6 @@ reparam_backward_kernel(const T* g, const T* lv, const T* eps, T* out, int64_t t
   }
 }
 
-template <typename F>
-cudaError_t typed(int dtype, const F& f) {
-  switch (dtype) {
-    case kFloat32: return f(static_cast<float*>(nullptr));
-    case kFloat16: return f(static_cast<Half*>(nullptr));
-    case kBFloat16: return f(static_cast<BFloat*>(nullptr));
-    default: return cudaErrorInvalidValue;
-  }
-}
-
 #define GENFAST_T typename std::remove_pointer<decltype(tag)>::type
 
 }  // namespace

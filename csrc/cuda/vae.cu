@@ -41,16 +41,6 @@ reparam_kl_backward_kernel(const T* gz, int gz_mode, const float* grad_kl, int r
   }
 }
 
-template <typename F>
-cudaError_t typed(int dtype, const F& f) {
-  switch (dtype) {
-    case kFloat32: return f(static_cast<float*>(nullptr));
-    case kFloat16: return f(static_cast<Half*>(nullptr));
-    case kBFloat16: return f(static_cast<BFloat*>(nullptr));
-    default: return cudaErrorInvalidValue;
-  }
-}
-
 }  // namespace
 
 cudaError_t launch_reparam_kl_backward(const void* gz, int gz_mode, const float* grad_kl,
