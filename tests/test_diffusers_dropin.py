@@ -383,6 +383,37 @@ def test_timestep_forms(kind):
             x = want
 
 
+def test_step_output_is_the_diffusers_object():
+    """The drop-ins build their output without the dataclass __post_init__
+    (genfast.diffusers._core.output): the same keys, attributes, indexing,
+    tuple view and pickling as the class built the usual way, with and
+    without a None field."""
+    import pickle
+
+    from diffusers.schedulers import scheduling_ddim, scheduling_lcm
+    from diffusers.schedulers.scheduling_utils import SchedulerOutput
+
+    from genfast.diffusers._core import output
+    a, b = torch.randn(2, 3), torch.randn(2, 3)
+    for cls, fields in ((scheduling_ddim.DDIMSchedulerOutput,
+                         dict(prev_sample=a, pred_original_sample=b)),
+                        (scheduling_ddim.DDIMSchedulerOutput,
+                         dict(prev_sample=a, pred_original_sample=None)),
+                        (scheduling_lcm.LCMSchedulerOutput, dict(prev_sample=a, denoised=b)),
+                        (SchedulerOutput, dict(prev_sample=a))):
+        want, got = cls(**fields), output(cls, **fields)
+        assert type(got) is cls
+        assert list(got.keys()) == list(want.keys())
+        assert len(got.to_tuple()) == len(want.to_tuple())
+        for k, v in fields.items():
+            assert getattr(got, k) is v
+        for i, v in enumerate(want.to_tuple()):
+            assert got[i] is v and got.to_tuple()[i] is v
+        back = pickle.loads(pickle.dumps(got))
+        assert list(back.keys()) == list(want.keys())
+        torch.testing.assert_close(back.prev_sample, a)
+
+
 def test_no_host_sync_in_the_loop(monkeypatch):
     """After set_timesteps, a pipeline's loop calls neither .item() nor
     .nonzero() (the syncs of diffusers' index_for_timestep)."""
