@@ -1,0 +1,83 @@
+// Autograd of affine_coupling in C++ (one registration for every device), as
+// bindings/vae_autograd.cpp does for vae_reparameterize_kl: the Python
+// torch.library.register_autograd layer (its autograd.Function, setup_context
+// and backward) cost more than the op itself on small couplings, such as a
+// 2-D toy flow's 512 x 1 halves, where genfast.nflows then trained slower
+// than nflows. The forward redispatches below autograd (the device kernels);
+// the backward calls affine_coupling_backward through the dispatcher, with
+// zeros for an upstream gradient autograd left undefined, as the Python
+// layer did. The Triton op (genfast/triton/flows.py) and rq_spline keep the
+// Python layer (genfast/ops/flows.py).
+#include <ATen/ATen.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/autograd.h>
+#include <torch/library.h>
+
+#include <tuple>
+
+namespace genfast::bindings {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::tensor_list;
+using Pair = std::tuple<at::Tensor, at::Tensor>;
+using Triple = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
+
+struct AffineCoupling : torch::autograd::Function<AffineCoupling> {
+  static tensor_list forward(AutogradContext* ctx, const at::Tensor& inputs,
+                             const at::Tensor& shift, const at::Tensor& u, int64_t activation,
+                             double clamp, bool inverse) {
+    static const auto h = c10::Dispatcher::singleton()
+                              .findSchemaOrThrow("genfast::affine_coupling", "")
+                              .typed<Pair(const at::Tensor&, const at::Tensor&,
+                                          const at::Tensor&, int64_t, double, bool)>();
+    ctx->set_materialize_grads(false);
+    at::Tensor y, lad;
+    {
+      at::AutoDispatchBelowADInplaceOrView guard;
+      std::tie(y, lad) = h.call(inputs, shift, u, activation, clamp, inverse);
+    }
+    ctx->save_for_backward({inputs, shift, u});
+    ctx->saved_data["activation"] = activation;
+    ctx->saved_data["clamp"] = clamp;
+    ctx->saved_data["inverse"] = inverse;
+    return {y, lad};
+  }
+
+  static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
+    static const auto h =
+        c10::Dispatcher::singleton()
+            .findSchemaOrThrow("genfast::affine_coupling_backward", "")
+            .typed<Triple(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                          const at::Tensor&, const at::Tensor&, int64_t, double, bool)>();
+    tensor_list out(6);
+    if (!grads[0].defined() && !grads[1].defined()) return out;
+    const auto s = ctx->get_saved_variables();
+    const at::Tensor& x = s[0];
+    const at::Tensor g_out = grads[0].defined() ? grads[0] : at::zeros_like(x);
+    const at::Tensor g_lad =
+        grads[1].defined() ? grads[1] : at::zeros({x.size(0)}, x.options());
+    auto [gx, gs, gu] = h.call(g_out, g_lad, x, s[1], s[2],
+                               ctx->saved_data["activation"].toInt(),
+                               ctx->saved_data["clamp"].toDouble(),
+                               ctx->saved_data["inverse"].toBool());
+    if (ctx->needs_input_grad(0)) out[0] = gx;
+    if (ctx->needs_input_grad(1)) out[1] = gs;
+    if (ctx->needs_input_grad(2)) out[2] = gu;
+    return out;
+  }
+};
+
+Pair affine_coupling_autograd(const at::Tensor& inputs, const at::Tensor& shift,
+                              const at::Tensor& u, int64_t activation, double clamp,
+                              bool inverse) {
+  auto r = AffineCoupling::apply(inputs, shift, u, activation, clamp, inverse);
+  return {r[0], r[1]};
+}
+
+}  // namespace
+}  // namespace genfast::bindings
+
+TORCH_LIBRARY_IMPL(genfast, Autograd, m) {
+  m.impl("affine_coupling", TORCH_FN(genfast::bindings::affine_coupling_autograd));
+}
