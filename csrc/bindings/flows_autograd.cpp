@@ -1,19 +1,20 @@
-// Autograd of affine_coupling in C++ (one registration for every device), as
+// Autograd of affine_coupling and rq_spline in C++ (one registration for every device), as
 // bindings/vae_autograd.cpp does for vae_reparameterize_kl: the Python
 // torch.library.register_autograd layer (its autograd.Function, setup_context
 // and backward) cost more than the op itself on small couplings, such as a
 // 2-D toy flow's 512 x 1 halves, where genfast.nflows then trained slower
 // than nflows. The forward redispatches below autograd (the device kernels);
-// the backward calls affine_coupling_backward through the dispatcher, with
+// the backward calls the op's fused backward through the dispatcher, with
 // zeros for an upstream gradient autograd left undefined, as the Python
-// layer did. The Triton op (genfast/triton/flows.py) and rq_spline keep the
-// Python layer (genfast/ops/flows.py).
+// layer did. The Triton ops (genfast/triton/flows.py) keep the Python layer
+// (genfast/ops/flows.py).
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
 
 #include <tuple>
+#include <vector>
 
 namespace genfast::bindings {
 namespace {
@@ -68,6 +69,73 @@ struct AffineCoupling : torch::autograd::Function<AffineCoupling> {
   }
 };
 
+using Quad = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+
+// rq_spline's scalar arguments, in schema order after the four tensors.
+struct RqArgs {
+  bool inverse, linear_tails;
+  double left, right, bottom, top, min_w, min_h, min_d;
+};
+
+struct RqSpline : torch::autograd::Function<RqSpline> {
+  static tensor_list forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& uw,
+                             const at::Tensor& uh, const at::Tensor& ud, bool inverse,
+                             bool linear_tails, double left, double right, double bottom,
+                             double top, double min_w, double min_h, double min_d) {
+    static const auto h =
+        c10::Dispatcher::singleton()
+            .findSchemaOrThrow("genfast::rq_spline", "")
+            .typed<Pair(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                        const at::Tensor&, bool, bool, double, double, double, double, double,
+                        double, double)>();
+    ctx->set_materialize_grads(false);
+    at::Tensor y, lad;
+    {
+      at::AutoDispatchBelowADInplaceOrView guard;
+      std::tie(y, lad) = h.call(x, uw, uh, ud, inverse, linear_tails, left, right, bottom, top,
+                                min_w, min_h, min_d);
+    }
+    ctx->save_for_backward({x, uw, uh, ud});
+    ctx->saved_data["inverse"] = inverse;
+    ctx->saved_data["linear_tails"] = linear_tails;
+    ctx->saved_data["bounds"] = std::vector<double>{left, right, bottom, top, min_w, min_h, min_d};
+    return {y, lad};
+  }
+
+  static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
+    static const auto h =
+        c10::Dispatcher::singleton()
+            .findSchemaOrThrow("genfast::rq_spline_backward", "")
+            .typed<Quad(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                        const at::Tensor&, const at::Tensor&, const at::Tensor&, bool, bool,
+                        double, double, double, double, double, double, double)>();
+    tensor_list out(13);
+    if (!grads[0].defined() && !grads[1].defined()) return out;
+    const auto s = ctx->get_saved_variables();
+    const at::Tensor& x = s[0];
+    const at::Tensor g_out = grads[0].defined() ? grads[0] : at::zeros_like(x);
+    const at::Tensor g_lad = grads[1].defined() ? grads[1] : at::zeros_like(x);
+    const auto b = ctx->saved_data["bounds"].toDoubleVector();
+    auto [gx, gw, gh, gd] =
+        h.call(g_out, g_lad, x, s[1], s[2], s[3], ctx->saved_data["inverse"].toBool(),
+               ctx->saved_data["linear_tails"].toBool(), b[0], b[1], b[2], b[3], b[4], b[5], b[6]);
+    if (ctx->needs_input_grad(0)) out[0] = gx;
+    if (ctx->needs_input_grad(1)) out[1] = gw;
+    if (ctx->needs_input_grad(2)) out[2] = gh;
+    if (ctx->needs_input_grad(3)) out[3] = gd;
+    return out;
+  }
+};
+
+Pair rq_spline_autograd(const at::Tensor& x, const at::Tensor& uw, const at::Tensor& uh,
+                        const at::Tensor& ud, bool inverse, bool linear_tails, double left,
+                        double right, double bottom, double top, double min_w, double min_h,
+                        double min_d) {
+  auto r = RqSpline::apply(x, uw, uh, ud, inverse, linear_tails, left, right, bottom, top, min_w,
+                           min_h, min_d);
+  return {r[0], r[1]};
+}
+
 Pair affine_coupling_autograd(const at::Tensor& inputs, const at::Tensor& shift,
                               const at::Tensor& u, int64_t activation, double clamp,
                               bool inverse) {
@@ -80,4 +148,5 @@ Pair affine_coupling_autograd(const at::Tensor& inputs, const at::Tensor& shift,
 
 TORCH_LIBRARY_IMPL(genfast, Autograd, m) {
   m.impl("affine_coupling", TORCH_FN(genfast::bindings::affine_coupling_autograd));
+  m.impl("rq_spline", TORCH_FN(genfast::bindings::rq_spline_autograd));
 }

@@ -5,8 +5,8 @@ Spec: shared/reference/flows.md; reference: genfast/reference/flows.py;
 kernels: csrc/include/genfast/spline.h, coupling.h (math), csrc/cpu/flows.cpp,
 csrc/cuda/flows.cu, genfast/triton/flows.py.
 
-Registered ops (namespace ``genfast``; fake kernels and autograd are here, except
-the C++ affine_coupling's autograd: csrc/bindings/flows_autograd.cpp):
+Registered ops (namespace ``genfast``; fake kernels are here, and the autograd of
+the Triton ops; the C++ ops' autograd is csrc/bindings/flows_autograd.cpp):
   rq_spline(inputs, uw, uh, ud, bool inverse, bool linear_tails, float left,
             float right, float bottom, float top, float min_bin_width,
             float min_bin_height, float min_derivative) -> (Tensor, Tensor)
@@ -97,13 +97,18 @@ def register(prefix: str, suffix: str = "") -> None:
         torch.library.register_fake(f"{prefix}rq_spline_backward")(_rq_backward_fake)
         torch.library.register_fake(f"{prefix}affine_coupling")(_affine_fake)
         torch.library.register_fake(f"{prefix}affine_coupling_backward")(_affine_backward_fake)
-    torch.library.register_autograd(
-        f"{prefix}rq_spline{suffix}",
-        _rq_backward_with(getattr(ops, f"rq_spline_backward{suffix}")), setup_context=_rq_setup)
+    # the C++ ops' autograd is registered in C++ (csrc/bindings/flows_autograd.cpp)
+    # when the build has it: this Python layer cost more than the op on small inputs
+    def python_autograd(name):
+        return suffix or not torch._C._dispatch_has_kernel_for_dispatch_key(name, "Autograd")
+
+    name = f"{prefix}rq_spline{suffix}"
+    if python_autograd(name):
+        torch.library.register_autograd(
+            name, _rq_backward_with(getattr(ops, f"rq_spline_backward{suffix}")),
+            setup_context=_rq_setup)
     name = f"{prefix}affine_coupling{suffix}"
-    # the C++ op's autograd is registered in C++ (csrc/bindings/flows_autograd.cpp)
-    # when the build has it: this Python layer cost more than the op on small couplings
-    if not (not suffix and torch._C._dispatch_has_kernel_for_dispatch_key(name, "Autograd")):
+    if python_autograd(name):
         torch.library.register_autograd(
             name, _affine_backward_with(getattr(ops, f"affine_coupling_backward{suffix}")),
             setup_context=_affine_setup)
