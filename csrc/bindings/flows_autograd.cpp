@@ -13,6 +13,7 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include <initializer_list>
 #include <tuple>
 #include <vector>
 
@@ -23,6 +24,18 @@ using torch::autograd::AutogradContext;
 using torch::autograd::tensor_list;
 using Pair = std::tuple<at::Tensor, at::Tensor>;
 using Triple = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
+
+// backward's result for a forward of n arguments: grads[i] where input i needs
+// a gradient, undefined elsewhere (the non-tensor arguments included).
+tensor_list needed(AutogradContext* ctx, size_t n, std::initializer_list<at::Tensor> grads) {
+  tensor_list out(n);
+  size_t i = 0;
+  for (const at::Tensor& g : grads) {
+    if (ctx->needs_input_grad(i)) out[i] = g;
+    ++i;
+  }
+  return out;
+}
 
 struct AffineCoupling : torch::autograd::Function<AffineCoupling> {
   static tensor_list forward(AutogradContext* ctx, const at::Tensor& inputs,
@@ -51,8 +64,7 @@ struct AffineCoupling : torch::autograd::Function<AffineCoupling> {
             .findSchemaOrThrow("genfast::affine_coupling_backward", "")
             .typed<Triple(const at::Tensor&, const at::Tensor&, const at::Tensor&,
                           const at::Tensor&, const at::Tensor&, int64_t, double, bool)>();
-    tensor_list out(6);
-    if (!grads[0].defined() && !grads[1].defined()) return out;
+    if (!grads[0].defined() && !grads[1].defined()) return tensor_list(6);
     const auto s = ctx->get_saved_variables();
     const at::Tensor& x = s[0];
     const at::Tensor g_out = grads[0].defined() ? grads[0] : at::zeros_like(x);
@@ -62,20 +74,11 @@ struct AffineCoupling : torch::autograd::Function<AffineCoupling> {
                                ctx->saved_data["activation"].toInt(),
                                ctx->saved_data["clamp"].toDouble(),
                                ctx->saved_data["inverse"].toBool());
-    if (ctx->needs_input_grad(0)) out[0] = gx;
-    if (ctx->needs_input_grad(1)) out[1] = gs;
-    if (ctx->needs_input_grad(2)) out[2] = gu;
-    return out;
+    return needed(ctx, 6, {gx, gs, gu});
   }
 };
 
 using Quad = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
-
-// rq_spline's scalar arguments, in schema order after the four tensors.
-struct RqArgs {
-  bool inverse, linear_tails;
-  double left, right, bottom, top, min_w, min_h, min_d;
-};
 
 struct RqSpline : torch::autograd::Function<RqSpline> {
   static tensor_list forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& uw,
@@ -109,8 +112,7 @@ struct RqSpline : torch::autograd::Function<RqSpline> {
             .typed<Quad(const at::Tensor&, const at::Tensor&, const at::Tensor&,
                         const at::Tensor&, const at::Tensor&, const at::Tensor&, bool, bool,
                         double, double, double, double, double, double, double)>();
-    tensor_list out(13);
-    if (!grads[0].defined() && !grads[1].defined()) return out;
+    if (!grads[0].defined() && !grads[1].defined()) return tensor_list(13);
     const auto s = ctx->get_saved_variables();
     const at::Tensor& x = s[0];
     const at::Tensor g_out = grads[0].defined() ? grads[0] : at::zeros_like(x);
@@ -119,11 +121,7 @@ struct RqSpline : torch::autograd::Function<RqSpline> {
     auto [gx, gw, gh, gd] =
         h.call(g_out, g_lad, x, s[1], s[2], s[3], ctx->saved_data["inverse"].toBool(),
                ctx->saved_data["linear_tails"].toBool(), b[0], b[1], b[2], b[3], b[4], b[5], b[6]);
-    if (ctx->needs_input_grad(0)) out[0] = gx;
-    if (ctx->needs_input_grad(1)) out[1] = gw;
-    if (ctx->needs_input_grad(2)) out[2] = gh;
-    if (ctx->needs_input_grad(3)) out[3] = gd;
-    return out;
+    return needed(ctx, 13, {gx, gw, gh, gd});
   }
 };
 

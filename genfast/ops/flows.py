@@ -97,21 +97,14 @@ def register(prefix: str, suffix: str = "") -> None:
         torch.library.register_fake(f"{prefix}rq_spline_backward")(_rq_backward_fake)
         torch.library.register_fake(f"{prefix}affine_coupling")(_affine_fake)
         torch.library.register_fake(f"{prefix}affine_coupling_backward")(_affine_backward_fake)
-    # the C++ ops' autograd is registered in C++ (csrc/bindings/flows_autograd.cpp)
-    # when the build has it: this Python layer cost more than the op on small inputs
-    def python_autograd(name):
-        return suffix or not torch._C._dispatch_has_kernel_for_dispatch_key(name, "Autograd")
-
-    name = f"{prefix}rq_spline{suffix}"
-    if python_autograd(name):
-        torch.library.register_autograd(
-            name, _rq_backward_with(getattr(ops, f"rq_spline_backward{suffix}")),
-            setup_context=_rq_setup)
-    name = f"{prefix}affine_coupling{suffix}"
-    if python_autograd(name):
-        torch.library.register_autograd(
-            name, _affine_backward_with(getattr(ops, f"affine_coupling_backward{suffix}")),
-            setup_context=_affine_setup)
+    for op, backward_with, setup in (("rq_spline", _rq_backward_with, _rq_setup),
+                                     ("affine_coupling", _affine_backward_with, _affine_setup)):
+        name = f"{prefix}{op}{suffix}"
+        # the C++ ops' autograd is registered in C++ (csrc/bindings/flows_autograd.cpp)
+        # when the build has it: this Python layer cost more than the op on small inputs
+        if suffix or not torch._C._dispatch_has_kernel_for_dispatch_key(name, "Autograd"):
+            torch.library.register_autograd(
+                name, backward_with(getattr(ops, f"{op}_backward{suffix}")), setup_context=setup)
 
 
 if CPU_LIB.loaded:
